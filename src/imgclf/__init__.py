@@ -1,0 +1,38 @@
+"""imgclf: from a folder of labelled images to a trained classifier and a test-set number you can trust.
+
+The public API (the CLI calls exactly these):
+    make_manifests(src, out, ...)   scan images, split, write train/valid/test CSVs + classes.json
+    build_cache(data_dir, ...)      decode + resize once into a packed uint8 cache
+    train(data_dir, run_dir, ...)   fit a model, writing a run directory
+    evaluate(run_dir, split, ...)   loss, accuracy, per-class accuracy of a checkpoint
+    Config                          the typed training configuration
+Attributes load lazily, so `import imgclf.data.images` (e.g. in a cache worker) does not import torch.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_API = {
+    "make_manifests": "imgclf.data.manifest",
+    "load_data": "imgclf.data.manifest",
+    "build_cache": "imgclf.data.cache",
+    "Config": "imgclf.config",
+    "load_config": "imgclf.config",
+    "train": "imgclf.train.fit",
+    "evaluate": "imgclf.evaluate.metrics",
+    "load_checkpoint": "imgclf.train.checkpoint",
+    "create_model": "imgclf.models",
+    "init_weights": "imgclf.models.init",
+    "run_demo": "imgclf.demo",
+    "ImgclfError": "imgclf.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'imgclf' has no attribute {name!r}")

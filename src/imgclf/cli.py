@@ -1,0 +1,127 @@
+"""The command line: parse arguments, set up logging, call the library, map errors to exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__
+from .errors import ImgclfError
+
+log = logging.getLogger("imgclf")
+
+
+def _add_manifest(sub) -> None:
+    p = sub.add_parser("manifest", help="find images, read labels, write train/valid/test CSVs")
+    p.add_argument("src", help="folder of images, or a CSV with path,label columns")
+    p.add_argument("--out", required=True, help="data directory to write the manifests into")
+    p.add_argument("--labels", default="auto", choices=["auto", "filename", "folder", "csv"],
+                   help="where labels live (default: auto-detect)")
+    p.add_argument("--pattern", help="regex whose first group is the label, matched on the file name")
+    p.add_argument("--split", help="fractions train,valid,test (default 0.8,0.1,0.1; with --test: train,valid 0.8,0.2)")
+    p.add_argument("--test", dest="test_src", help="a separate folder used as the test set as it is")
+    p.add_argument("--seed", type=int, default=230, help="seed of the stratified split (default 230)")
+
+
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="decode + resize every image once into a cache")
+    p.add_argument("--data", required=True, help="data directory with the manifests")
+    p.add_argument("--size", type=int, default=64, help="side in pixels (default 64)")
+    p.add_argument("--channels", type=int, default=3, choices=[1, 3], help="3 = RGB, 1 = grey (default 3)")
+    p.add_argument("--resize", default="squash", choices=["squash", "center-crop", "pad"], help="default squash")
+    p.add_argument("--format", default="packed", choices=["packed", "npz"], help="default packed")
+    p.add_argument("--workers", type=int, help="decoding processes (default: auto)")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model; writes a run directory")
+    p.add_argument("--data", required=True, help="data directory with the manifests")
+    p.add_argument("--run", required=True, help="run directory to create")
+    p.add_argument("--config", help="JSON file of config keys (CS230's params.json works)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--no-cache", action="store_true", help="decode images every epoch instead of caching")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a run's checkpoint on a split")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="default test")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default best")
+    p.add_argument("--data", help="data directory (default: the one the run was trained on)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgclf", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_manifest(sub)
+    _add_cache(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    p = sub.add_parser("demo", help="the whole pipeline on scikit-learn's bundled digits")
+    p.add_argument("--out", default="runs/demo", help="where to write data and runs (default runs/demo)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> bool:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("imgclf")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    return not quiet and sys.stderr.isatty()  # progress bars only on a terminal
+
+
+def _run(args: argparse.Namespace, progress: bool) -> int:
+    from .config import load_config, parse_set
+
+    if args.command == "manifest":
+        from .data.manifest import make_manifests
+
+        make_manifests(args.src, args.out, args.labels, args.pattern, args.split, args.test_src, args.seed)
+    elif args.command == "cache":
+        from .data.cache import build_cache
+
+        info = build_cache(args.data, args.size, args.channels, args.resize, args.format, args.workers, progress)
+        print(f"{'reused' if info.reused else 'built'} {info.path} ({info.reason})")
+    elif args.command == "train":
+        from .train.fit import train
+
+        overrides = parse_set(args.set)
+        if args.no_cache:
+            overrides["cache"] = False
+        cfg = load_config(args.config, overrides)
+        summary = train(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress)
+        print(f"best valid accuracy {summary['best_valid_acc']:.4f} at epoch {summary['best_epoch']}; "
+              f"run in {summary['run_dir']}")
+    elif args.command == "evaluate":
+        from .evaluate.metrics import evaluate
+
+        print(json.dumps(evaluate(args.run, args.split, args.checkpoint, args.data), indent=2))
+    elif args.command == "demo":
+        from .demo import format_table, run_demo
+
+        out = run_demo(args.out, parse_set(args.set), progress)
+        print(f"\nimgclf demo: digits, best checkpoint of {out['run_dir']}\n")
+        print(format_table(out["results"]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = _setup_logging(args.quiet, args.verbose)
+    try:
+        return _run(args, progress)
+    except ImgclfError as e:
+        print(f"imgclf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imgclf: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Data stages: manifests → images → cache → loader (+ batch augmentation) → validation."""

@@ -1,0 +1,56 @@
+"""From a data directory to loader sources: the packed cache by default, lazy decoding on request."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cache import CacheInfo, build_cache, open_packed, present_splits
+from .loader import ArraySource, BatchLoader, FileSource
+from .manifest import check_files_exist, load_data
+from ..errors import ImgclfError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    sources: dict  # split → ArraySource | FileSource
+    classes: tuple[str, ...]
+    mean: list[float]  # per channel, pixel/255 units, from train
+    std: list[float]
+    cache: CacheInfo | None
+
+
+def prepare(data_dir: str | Path, splits: tuple[str, ...], size: int, channels: int, resize: str = "squash",
+            use_cache: bool = True, progress: bool = False, workers: int | None = None) -> Prepared:
+    """Sources for `splits` plus the train set's classes and per-channel mean/std."""
+    data_dir = Path(data_dir)
+    missing = [s for s in splits if s not in present_splits(data_dir)]
+    if missing and (data_dir / "train.csv").exists():
+        raise ImgclfError(f"{data_dir}: no {missing[0]}.csv; add it or re-run `imgclf manifest`")
+    if use_cache:
+        info = build_cache(data_dir, size, channels, resize, "packed", workers=workers, progress=progress)
+        sources = {s: ArraySource(*open_packed(info.path, s)) for s in splits}
+        return Prepared(sources, tuple(info.meta["classes"]), info.meta["mean"], info.meta["std"], info)
+    data = load_data(data_dir, splits)
+    for m in data.values():
+        check_files_exist(m)
+    sources = {s: FileSource(m, size, channels, resize) for s, m in data.items()}
+    mean, std = _stream_stats(sources["train"]) if "train" in sources else (None, None)
+    return Prepared(sources, data["train"].classes, mean, std, None)
+
+
+def _stream_stats(source: FileSource) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of a lazily decoded split (one decode pass, bounded memory)."""
+    s = ss = 0.0
+    n = 0
+    for x, _ in BatchLoader(source, 256, shuffle=False):
+        flat = x.numpy().reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
+        s, ss, n = s + flat.sum(0), ss + (flat * flat).sum(0), n + len(flat)
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+

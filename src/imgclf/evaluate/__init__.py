@@ -1,0 +1,1 @@
+"""Evaluation: metrics of a checkpoint on a split."""

@@ -1,0 +1,1 @@
+"""Training: the epoch loop (fit), optimizer groups (optim), checkpoints (checkpoint)."""
