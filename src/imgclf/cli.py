@@ -22,6 +22,8 @@ def _add_manifest(sub) -> None:
     p.add_argument("--split", help="fractions train,valid,test (default 0.8,0.1,0.1; with --test: train,valid 0.8,0.2)")
     p.add_argument("--test", dest="test_src", help="a separate folder used as the test set as it is")
     p.add_argument("--seed", type=int, default=230, help="seed of the stratified split (default 230)")
+    p.add_argument("--dedupe", action="store_true",
+                   help="drop identical images (same pixels), and test images that also occur in SRC (default off)")
 
 
 def _add_cache(sub) -> None:
@@ -31,6 +33,13 @@ def _add_cache(sub) -> None:
     p.add_argument("--channels", type=int, default=3, choices=[1, 3], help="3 = RGB, 1 = grey (default 3)")
     p.add_argument("--resize", default="squash", choices=["squash", "center-crop", "pad"], help="default squash")
     p.add_argument("--format", default="packed", choices=["packed", "npz"], help="default packed")
+    p.add_argument("--workers", type=int, help="decoding processes (default: auto)")
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="check a data directory: unreadable images, labels, duplicates, leaks")
+    p.add_argument("--data", required=True, help="data directory with the manifests")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON instead of a summary")
     p.add_argument("--workers", type=int, help="decoding processes (default: auto)")
 
 
@@ -60,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_manifest(sub)
     _add_cache(sub)
+    _add_validate(sub)
     _add_train(sub)
     _add_evaluate(sub)
     p = sub.add_parser("demo", help="the whole pipeline on scikit-learn's bundled digits")
@@ -68,9 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (pytest and notebooks swap it), not the one at start."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 def _setup_logging(quiet: bool, verbose: bool) -> bool:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("imgclf")
     root.handlers[:] = [handler]
@@ -85,12 +107,19 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
     if args.command == "manifest":
         from .data.manifest import make_manifests
 
-        make_manifests(args.src, args.out, args.labels, args.pattern, args.split, args.test_src, args.seed)
+        make_manifests(args.src, args.out, args.labels, args.pattern, args.split, args.test_src, args.seed,
+                       args.dedupe)
     elif args.command == "cache":
         from .data.cache import build_cache
 
         info = build_cache(args.data, args.size, args.channels, args.resize, args.format, args.workers, progress)
         print(f"{'reused' if info.reused else 'built'} {info.path} ({info.reason})")
+    elif args.command == "validate":
+        from .data.validate import format_report, validate
+
+        report = validate(args.data, args.workers, progress)
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return 2 if report["errors"] else 0
     elif args.command == "train":
         from .train.fit import train
 

@@ -29,8 +29,6 @@ class ArraySource:
         return len(self.y)
 
     def get(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # Sorted indices read the memmap front to back; batch membership is what is random.
-        idx = np.sort(idx)
         return self.x[idx], self.y[idx]
 
 
@@ -92,7 +90,9 @@ class BatchLoader:
     def batches(self) -> list[np.ndarray]:
         order = self.indices()
         cuts = range(0, len(order), self.batch_size)
-        out = [order[i:i + self.batch_size] for i in cuts]
+        # Sorted within a batch: a memmap is then read front to back. Batch membership is what is
+        # random; sorting here (not in a source) keeps every source's batches identical.
+        out = [np.sort(order[i:i + self.batch_size]) for i in cuts]
         if self.drop_last and out and len(out[-1]) < self.batch_size and len(out) > 1:
             out.pop()
         return out

@@ -208,15 +208,51 @@ def _relpath(p: Path, base: Path) -> str:
         return str(p)
 
 
+def _dedupe(paths: list[Path], names: list[str], what: str | Path,
+            drop: set[str] | frozenset[str] = frozenset()) -> tuple[list[Path], list[str], set[str]]:
+    """Keep one image of each group with identical decoded pixels, none of a group whose labels
+    disagree, and none whose pixel hash is in `drop`. Also returns the set of every hash seen."""
+    from .validate import hash_images  # validate imports this module
+
+    infos = hash_images(paths)
+    bad = next((i.error for i in infos if i.error), None)
+    if bad:
+        raise ImgclfError(f"{bad}; --dedupe must decode every image: replace or remove the file")
+    groups: dict[str, list[int]] = {}
+    for k, info in enumerate(infos):
+        groups.setdefault(info.sha256, []).append(k)
+    keep, n_copies, n_conflict, n_leak = [], 0, 0, 0
+    for h, ks in groups.items():
+        if h in drop:
+            n_leak += len(ks)
+        elif len({names[k] for k in ks}) > 1:
+            n_conflict += len(ks)
+            log.warning("dedupe: label conflict, identical images with different labels; dropped all of them: %s",
+                        ", ".join(f"{paths[k]} ({names[k]})" for k in ks))
+        else:
+            keep.append(min(ks, key=lambda k: (len(str(paths[k])), k)))  # 'x.jpg' rather than 'x (1).jpg'
+            n_copies += len(ks) - 1
+    leak = f", {n_leak} whose pixels also occur in the training source (a leak)" if drop else ""
+    log.info("dedupe %s: kept %d of %d images; dropped %d duplicate copies, %d with conflicting labels%s",
+             what, len(keep), len(paths), n_copies, n_conflict, leak)
+    keep.sort()
+    return [paths[k] for k in keep], [names[k] for k in keep], set(groups)
+
+
 def make_manifests(src: str | Path, out: str | Path, labels: str = "auto", pattern: str | None = None,
-                   split: str | None = None, test_src: str | Path | None = None, seed: int = 230) -> dict:
+                   split: str | None = None, test_src: str | Path | None = None, seed: int = 230,
+                   dedupe: bool = False) -> dict:
     """Scan `src`, split it stratified by class, and write train/valid/test CSVs + classes.json.
 
     With `test_src`, that folder is the test set and only `src` is split into train/valid.
+    With `dedupe`, identical images (same decoded pixels) are kept once, before the split, and
+    test images whose pixels occur anywhere in `src` are dropped: no image is in two splits.
     Returns a summary: the number of images per split and the classes.
     """
     src, out = Path(src), Path(out)
     paths, names = scan(src, labels, pattern)
+    if dedupe:
+        paths, names, src_hashes = _dedupe(paths, names, src)
     classes = sorted(set(names), key=class_sort_key)
     if len(classes) < 2:
         raise ImgclfError(f"{src}: found only the class {classes}; a classifier needs at least two classes")
@@ -226,6 +262,8 @@ def make_manifests(src: str | Path, out: str | Path, labels: str = "auto", patte
         fr = parse_fractions(split or "0.8,0.2", 2)
         tr, va = stratified_split(y, fr, seed)
         t_paths, t_names = scan(Path(test_src), labels, pattern)
+        if dedupe:
+            t_paths, t_names, _ = _dedupe(t_paths, t_names, test_src, drop=src_hashes)
         unknown = sorted(set(t_names) - set(classes), key=class_sort_key)
         if unknown:
             raise ImgclfError(f"{test_src}: test labels {unknown} do not occur in {src}; "
