@@ -2,8 +2,9 @@
 
 The public API (the CLI calls exactly these):
     make_manifests(src, out, ...)   scan images, split, write train/valid/test CSVs + classes.json
+    validate(data_dir)              corrupt files, duplicates, train/test leaks, class balance
     build_cache(data_dir, ...)      decode + resize once into a packed uint8 cache
-    train(data_dir, run_dir, ...)   fit a model, writing a run directory
+    fit(data_dir, run_dir, ...)     fit a model, writing a run directory
     evaluate(run_dir, split, ...)   loss, accuracy, per-class accuracy of a checkpoint
     Config                          the typed training configuration
 Attributes load lazily, so `import imgclf.data.images` (e.g. in a cache worker) does not import torch.
@@ -16,10 +17,11 @@ _API = {
     "make_manifests": "imgclf.data.manifest",
     "load_data": "imgclf.data.manifest",
     "build_cache": "imgclf.data.cache",
+    "validate": "imgclf.data.validate",
     "Config": "imgclf.config",
     "load_config": "imgclf.config",
-    "train": "imgclf.train.fit",
-    "evaluate": "imgclf.evaluate.metrics",
+    "fit": "imgclf.train.fit",
+    "evaluate": "imgclf.evaluation.metrics",
     "load_checkpoint": "imgclf.train.checkpoint",
     "create_model": "imgclf.models",
     "init_weights": "imgclf.models.init",

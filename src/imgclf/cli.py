@@ -121,17 +121,17 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
         print(json.dumps(report, indent=2) if args.json else format_report(report))
         return 2 if report["errors"] else 0
     elif args.command == "train":
-        from .train.fit import train
+        from .train.fit import fit
 
         overrides = parse_set(args.set)
         if args.no_cache:
             overrides["cache"] = False
         cfg = load_config(args.config, overrides)
-        summary = train(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress)
+        summary = fit(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress)
         print(f"best valid accuracy {summary['best_valid_acc']:.4f} at epoch {summary['best_epoch']}; "
               f"run in {summary['run_dir']}")
     elif args.command == "evaluate":
-        from .evaluate.metrics import evaluate
+        from .evaluation.metrics import evaluate
 
         print(json.dumps(evaluate(args.run, args.split, args.checkpoint, args.data), indent=2))
     elif args.command == "demo":
@@ -154,3 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgclf: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `imgclf ... | head`: the reader left; that is not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141

@@ -11,9 +11,9 @@ from PIL import Image
 
 from .config import load_config
 from .data.manifest import make_manifests
-from .evaluate.metrics import evaluate
+from .evaluation.metrics import evaluate
 from .fileio import atomic_write_text
-from .train.fit import train
+from .train.fit import fit
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def run_demo(out: str | Path = "runs/demo", overrides: dict | None = None, progr
     make_manifests(labels_csv, data_dir, labels="csv", seed=230)
     cfg = load_config(base=DEMO_CONFIG, overrides=overrides)
     run_dir = next_run_dir(out)
-    train(data_dir, run_dir, cfg, progress=progress)
+    fit(data_dir, run_dir, cfg, progress=progress)
     results = {s: evaluate(run_dir, s, "best") for s in ("train", "valid", "test")}
     return {"run_dir": str(run_dir), "results": results}
 

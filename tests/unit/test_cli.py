@@ -101,6 +101,15 @@ def test_unreadable_image(data_dir, tmp_path, capsys, no_cache):
     assert "train.csv line 5" in msg and "cannot read image" in msg
 
 
+def test_error_line_counts_blank_and_multiline_rows(data_dir, tmp_path, capsys):
+    rows = (data_dir / "valid.csv").read_text().splitlines()
+    # line 1 header, 2-3 a row whose note spans two lines, 4 blank, 5 a missing image
+    text = "path,label,note\n" + rows[1] + ',"two\nlines"\n\ngone.png,a,\n' + ",\n".join(rows[2:]) + ",\n"
+    (data_dir / "valid.csv").write_text(text)
+    msg = _error(capsys, _train(data_dir, tmp_path / "run"))
+    assert "valid.csv line 5" in msg and "gone.png is missing" in msg
+
+
 def test_csv_without_path_label_columns(data_dir, tmp_path, capsys):
     _edit_csv(data_dir / "train.csv", lambda r: [["file", "class"]] + r[1:])
     msg = _error(capsys, _train(data_dir, tmp_path / "run"))

@@ -33,13 +33,13 @@ class Manifest:
     paths: np.ndarray  # (N,) str, absolute
     labels: np.ndarray  # (N,) int64 class index
     classes: tuple[str, ...]
+    lines: np.ndarray  # (N,) int32: the CSV line each row starts on (the header is line 1)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def line_of(self, i: int) -> int:
-        """The CSV line of sample i (the header is line 1)."""
-        return i + 2
+        return int(self.lines[i])
 
     def where(self, i: int) -> str:
         return where(self.csv_path, self.line_of(i))
@@ -80,7 +80,17 @@ def label_from_filename(path: Path, pattern: re.Pattern | None) -> str:
 
 
 def read_label_csv(csv_path: Path) -> tuple[list[Path], list[str]]:
-    """Rows of a `path,label` CSV (header case-insensitive), paths resolved against its folder."""
+    """(paths, labels) of a `path,label` CSV; see read_label_rows."""
+    paths, labels, _ = read_label_rows(csv_path)
+    return paths, labels
+
+
+def read_label_rows(csv_path: Path) -> tuple[list[Path], list[str], list[int]]:
+    """Rows of a `path,label` CSV (header case-insensitive), paths resolved against its folder.
+
+    Also returns the line each row starts on, so errors point at the right line even when the
+    file has blank lines or quoted fields that span lines.
+    """
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -96,8 +106,10 @@ def read_label_csv(csv_path: Path) -> tuple[list[Path], list[str]]:
             f"{header!r}; add a header line 'path,label'"
         )
     i_path, i_label = cols.index("path"), cols.index("label")
-    paths, labels = [], []
-    for line, row in enumerate(reader, start=2):
+    paths, labels, lines = [], [], []
+    end = reader.line_num
+    for row in reader:
+        line, end = end + 1, reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) <= max(i_path, i_label):
@@ -107,7 +119,8 @@ def read_label_csv(csv_path: Path) -> tuple[list[Path], list[str]]:
             raise ImgclfError(f"{where(csv_path, line)}: empty path or label; fill it in or delete the row")
         paths.append((csv_path.parent / p).resolve() if not Path(p).is_absolute() else Path(p))
         labels.append(label)
-    return paths, labels
+        lines.append(line)
+    return paths, labels, lines
 
 
 def detect_label_source(src: Path) -> str:
@@ -285,7 +298,7 @@ def make_manifests(src: str | Path, out: str | Path, labels: str = "auto", patte
     return summary
 
 
-def load_classes(data_dir: Path, train_names: list[str], train_csv: Path) -> tuple[str, ...]:
+def load_classes(data_dir: Path, train_names: list[str], train_csv: Path, lines: list[int]) -> tuple[str, ...]:
     """The class list: classes.json when present (it must agree with train.csv), else train's labels."""
     found = sorted(set(train_names), key=class_sort_key)
     cj = data_dir / "classes.json"
@@ -300,7 +313,7 @@ def load_classes(data_dir: Path, train_names: list[str], train_csv: Path) -> tup
                           "for it or remove it from classes.json (the CSVs are the source of truth)")
     extra = [c for c in found if c not in set(classes)]
     if extra:
-        line = train_names.index(extra[0]) + 2
+        line = lines[train_names.index(extra[0])]
         raise ImgclfError(f"{where(train_csv, line)}: label {extra[0]!r} is not in {cj}; "
                           "add it there or fix the row")
     return tuple(classes)
@@ -312,18 +325,18 @@ def load_split(data_dir: str | Path, split: str, classes: tuple[str, ...] | None
     csv_path = data_dir / f"{split}.csv"
     if not csv_path.exists():
         raise ImgclfError(f"{csv_path}: not found; run `imgclf manifest SRC --out {data_dir}` first")
-    paths, names = read_label_csv(csv_path)
+    paths, names, lines = read_label_rows(csv_path)
     if not paths:
         raise ImgclfError(f"{csv_path}: the {split} split is empty; add rows or re-run `imgclf manifest`")
     if classes is None:
-        classes = load_classes(data_dir, names, csv_path)
+        classes = load_classes(data_dir, names, csv_path, lines)
     index = {c: i for i, c in enumerate(classes)}
     for i, n in enumerate(names):
         if n not in index:
-            raise ImgclfError(f"{where(csv_path, i + 2)}: label {n!r} does not occur in train.csv; "
+            raise ImgclfError(f"{where(csv_path, lines[i])}: label {n!r} does not occur in train.csv; "
                               "fix the label, add training images for it, or delete the row")
     return Manifest(csv_path, np.array([str(p) for p in paths]), np.array([index[n] for n in names], np.int64),
-                    tuple(classes))
+                    tuple(classes), np.array(lines, np.int32))
 
 
 def load_data(data_dir: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> dict[str, Manifest]:

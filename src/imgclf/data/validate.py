@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing as mp
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +27,7 @@ from PIL import Image
 from ..errors import ImgclfError, where
 from ..fileio import read_json
 from .images import ImageReadError, open_image
-from .manifest import SPLITS, class_sort_key, read_label_csv
+from .manifest import SPLITS, class_sort_key, read_label_rows
 
 IMBALANCE_WARN = 3.0  # largest/smallest train class count above this is a warning
 CHUNK = 256  # images per worker task, as in cache.py
@@ -91,8 +90,8 @@ def hash_images(paths: list, workers: int | None = None, progress: bool = False)
 # Manifests and labels
 
 
-def _read_splits(data_dir: Path, errors: list[dict]) -> dict[str, tuple[Path, list[Path], list[str]]]:
-    """{split: (csv, paths, label names)} of the splits present; a missing train is fatal."""
+def _read_splits(data_dir: Path, errors: list[dict]) -> dict[str, tuple[Path, list[Path], list[str], list[int]]]:
+    """{split: (csv, paths, label names, CSV lines)} of the splits present; a missing train is fatal."""
     out = {}
     for s in SPLITS:
         csv_path = data_dir / f"{s}.csv"
@@ -102,16 +101,16 @@ def _read_splits(data_dir: Path, errors: list[dict]) -> dict[str, tuple[Path, li
             if s == "valid":
                 errors.append({"where": str(csv_path), "message": "not found; run `imgclf manifest` again"})
             continue
-        paths, names = read_label_csv(csv_path)
+        paths, names, lines = read_label_rows(csv_path)
         if not paths:
             errors.append({"where": str(csv_path), "message": f"the {s} split is empty; add rows"})
-        out[s] = (csv_path, paths, names)
+        out[s] = (csv_path, paths, names, lines)
     return out
 
 
 def _check_labels(data_dir: Path, splits: dict, errors: list[dict]) -> list[str]:
     """The class list (classes.json, else train's labels); every unknown label is an error."""
-    train_csv, _, train_names = splits["train"]
+    train_csv, _, train_names, _ = splits["train"]
     found = sorted(set(train_names), key=class_sort_key)
     classes, cj = found, data_dir / "classes.json"
     if cj.exists():
@@ -124,11 +123,11 @@ def _check_labels(data_dir: Path, splits: dict, errors: list[dict]) -> list[str]
         else:
             errors.append({"where": str(cj), "message": "expected a JSON list of class names"})
     known = set(classes)
-    for s, (csv_path, _, names) in splits.items():
+    for s, (csv_path, _, names, lines) in splits.items():
         for i, n in enumerate(names):
             if n not in known:
                 src = "classes.json" if cj.exists() else "train.csv"
-                errors.append({"where": where(csv_path, i + 2),
+                errors.append({"where": where(csv_path, lines[i]),
                                "message": f"label {n!r} is not in {src}; fix the label or delete the row"})
     return list(classes)
 
@@ -213,15 +212,16 @@ def validate(data_dir: str | Path, workers: int | None = None, progress: bool = 
     errors: list[dict] = []
     splits = _read_splits(data_dir, errors)
     classes = _check_labels(data_dir, splits, errors)
-    files = [{"split": s, "where": where(csv_path, i + 2), "path": str(p), "label": n}
-             for s, (csv_path, paths, names) in splits.items() for i, (p, n) in enumerate(zip(paths, names))]
+    files = [{"split": s, "where": where(csv_path, line), "path": str(p), "label": n}
+             for s, (csv_path, paths, names, lines) in splits.items()
+             for p, n, line in zip(paths, names, lines)]
     infos = hash_images([f["path"] for f in files], workers, progress)
     for f, info in zip(files, infos):
         if info.error:
             errors.append({"where": f["where"], "message": f"{info.error}; replace the file or delete the row"})
     groups, leaks = _duplicates(files, infos)
     split_info = {}
-    for s, (csv_path, paths, names) in splits.items():
+    for s, (csv_path, paths, names, _) in splits.items():
         c = Counter(names)
         split_info[s] = {"csv": str(csv_path), "n_images": len(paths),
                          "class_counts": {k: c.get(k, 0) for k in classes}}

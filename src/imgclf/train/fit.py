@@ -132,7 +132,7 @@ def _run_info(data_dir: Path, data: Prepared, cfg: Config, device: torch.device)
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": cfg.seed}
 
 
-def train(data_dir: str | Path, run_dir: str | Path, config: Config | None = None, overwrite: bool = False,
+def fit(data_dir: str | Path, run_dir: str | Path, config: Config | None = None, overwrite: bool = False,
           progress: bool = False) -> dict:
     """Fit a model on DATA/train.csv, select on valid.csv, and write the run directory.
 
