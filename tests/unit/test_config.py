@@ -45,3 +45,11 @@ def test_bad_json_file_names_the_line(tmp_path):
     p.write_text('{\n "learning_rate": 0.1,\n}')
     with pytest.raises(ImgclfError, match="line 3"):
         load_config(p)
+
+
+def test_readme_documents_every_config_key():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [k for k in Config.model_fields if f"| `{k}` |" not in readme]
+    assert not missing, f"README's config table lacks {missing}"
