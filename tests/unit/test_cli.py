@@ -141,6 +141,10 @@ def test_existing_run_is_left_untouched(data_dir, tmp_path, capsys):
     msg = _error(capsys, _train(data_dir, run) + ["--set", "seed=5"])
     assert str(run) in msg and "--overwrite" in msg
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    (data_dir / "valid.csv").write_text("path,label\n")  # bad data: --overwrite must not cost the old run
+    _error(capsys, _train(data_dir, run) + ["--set", "seed=5", "--overwrite"])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    (data_dir / "valid.csv").write_text((data_dir / "train.csv").read_text())
     assert main(_train(data_dir, run) + ["--set", "seed=5", "--overwrite"]) == 0
     assert json.loads((run / "config.json").read_text())["seed"] == 5
 

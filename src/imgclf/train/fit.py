@@ -92,17 +92,17 @@ def run_epoch(model: nn.Module, loader: BatchLoader, prep: Batches, cfg: Config,
     return loss_sum.item() / n, correct.item() / n
 
 
-def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ImgclfError(f"{run_dir}: already holds a run; pass --overwrite to replace it, or choose "
-                              "another --run (the existing run was left untouched)")
-        if not (run_dir / "config.json").exists():
-            raise ImgclfError(f"{run_dir}: is not an imgclf run (no config.json), so --overwrite will not "
-                              "delete it; choose another --run")
-        if dist.is_main():
-            log.warning("--overwrite: replacing the run in %s", run_dir)
-            shutil.rmtree(run_dir)
+def _check_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Whether RUN holds an earlier run that --overwrite will replace; refuses anything else."""
+    if not (run_dir.exists() and any(run_dir.iterdir())):
+        return False
+    if not overwrite:
+        raise ImgclfError(f"{run_dir}: already holds a run; pass --overwrite to replace it, or choose "
+                          "another --run (the existing run was left untouched)")
+    if not (run_dir / "config.json").exists():
+        raise ImgclfError(f"{run_dir}: is not an imgclf run (no config.json), so --overwrite will not "
+                          "delete it; choose another --run")
+    return True
 
 
 def _log_to_file(run_dir: Path) -> logging.Handler:
@@ -140,11 +140,14 @@ def fit(data_dir: str | Path, run_dir: str | Path, config: Config | None = None,
     """
     cfg = config or Config()
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    _check_run_dir(run_dir, overwrite)
+    replace = _check_run_dir(run_dir, overwrite)
     device = resolve_device(cfg.device)
     data = prepare(data_dir, ("train", "valid"), cfg.image_size, cfg.channels, cfg.resize, cfg.cache, progress)
     cfg = cfg.model_copy(update={"crop_pad": cfg.resolved_crop_pad()})
     if dist.is_main():
+        if replace:  # only now that the data has loaded: a bad input must not cost the old run
+            log.warning("--overwrite: replacing the run in %s", run_dir)
+            shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         handler = _log_to_file(run_dir)
         atomic_write_json(run_dir / "config.json", cfg.model_dump())
