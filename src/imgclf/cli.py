@@ -11,9 +11,15 @@ from .errors import ImgclfError
 
 log = logging.getLogger("imgclf")
 
+# -q/-v work before or after the subcommand; SUPPRESS keeps a subcommand from resetting them.
+_COMMON = argparse.ArgumentParser(add_help=False)
+_COMMON.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                     help="no progress bars; only warnings, errors and results")
+_COMMON.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
 
 def _add_manifest(sub) -> None:
-    p = sub.add_parser("manifest", help="find images, read labels, write train/valid/test CSVs")
+    p = sub.add_parser("manifest", help="find images, read labels, write train/valid/test CSVs", parents=[_COMMON])
     p.add_argument("src", help="folder of images, or a CSV with path,label columns")
     p.add_argument("--out", required=True, help="data directory to write the manifests into")
     p.add_argument("--labels", default="auto", choices=["auto", "filename", "folder", "csv"],
@@ -27,7 +33,7 @@ def _add_manifest(sub) -> None:
 
 
 def _add_cache(sub) -> None:
-    p = sub.add_parser("cache", help="decode + resize every image once into a cache")
+    p = sub.add_parser("cache", help="decode + resize every image once into a cache", parents=[_COMMON])
     p.add_argument("--data", required=True, help="data directory with the manifests")
     p.add_argument("--size", type=int, default=64, help="side in pixels (default 64)")
     p.add_argument("--channels", type=int, default=3, choices=[1, 3], help="3 = RGB, 1 = grey (default 3)")
@@ -37,24 +43,28 @@ def _add_cache(sub) -> None:
 
 
 def _add_validate(sub) -> None:
-    p = sub.add_parser("validate", help="check a data directory: unreadable images, labels, duplicates, leaks")
+    p = sub.add_parser("validate", help="check a data directory: unreadable images, labels, duplicates, leaks",
+                       parents=[_COMMON])
     p.add_argument("--data", required=True, help="data directory with the manifests")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON instead of a summary")
     p.add_argument("--workers", type=int, help="decoding processes (default: auto)")
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model; writes a run directory")
-    p.add_argument("--data", required=True, help="data directory with the manifests")
-    p.add_argument("--run", required=True, help="run directory to create")
+    p = sub.add_parser("train", help="train a model; writes a run directory", parents=[_COMMON])
+    p.add_argument("--data", help="data directory with the manifests (with --resume: default the run's)")
+    p.add_argument("--run", required=True, help="run directory to create (or, with --resume, to continue)")
     p.add_argument("--config", help="JSON file of config keys (CS230's params.json works)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--no-cache", action="store_true", help="decode images every epoch instead of caching")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its newest saved state, exactly")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="also save resume state every N optimizer steps (default: at each epoch's end)")
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="metrics of a run's checkpoint on a split")
+    p = sub.add_parser("evaluate", help="metrics of a run's checkpoint on a split", parents=[_COMMON])
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="default test")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default best")
@@ -64,7 +74,7 @@ def _add_evaluate(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclf", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings, errors and results")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_manifest(sub)
@@ -72,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_train(sub)
     _add_evaluate(sub)
-    p = sub.add_parser("demo", help="the whole pipeline on scikit-learn's bundled digits")
+    p = sub.add_parser("demo", help="the whole pipeline on scikit-learn's bundled digits", parents=[_COMMON])
     p.add_argument("--out", default="runs/demo", help="where to write data and runs (default runs/demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return parser
@@ -101,6 +111,15 @@ def _setup_logging(quiet: bool, verbose: bool) -> bool:
     return not quiet and sys.stderr.isatty()  # progress bars only on a terminal
 
 
+def _run_config(run: str) -> dict | None:
+    from pathlib import Path
+
+    from .fileio import read_json
+
+    path = Path(run) / "config.json"
+    return read_json(path) if path.exists() else None
+
+
 def _run(args: argparse.Namespace, progress: bool) -> int:
     from .config import load_config, parse_set
 
@@ -126,8 +145,11 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
         overrides = parse_set(args.set)
         if args.no_cache:
             overrides["cache"] = False
-        cfg = load_config(args.config, overrides)
-        summary = fit(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress)
+        if args.checkpoint_every is not None:
+            overrides["checkpoint_every"] = args.checkpoint_every
+        base = _run_config(args.run) if args.resume else None
+        cfg = load_config(args.config, overrides, base=base) if (base or args.config or overrides) else None
+        summary = fit(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress, resume=args.resume)
         print(f"best valid accuracy {summary['best_valid_acc']:.4f} at epoch {summary['best_epoch']}; "
               f"run in {summary['run_dir']}")
     elif args.command == "evaluate":
@@ -149,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, progress)
     except ImgclfError as e:
-        print(f"imgclf: error: {e}", file=sys.stderr)
-        return 2
+        from .train.fit import TrainingInterrupted
+
+        print(f"imgclf: {'' if isinstance(e, TrainingInterrupted) else 'error: '}{e}", file=sys.stderr)
+        return 130 if isinstance(e, TrainingInterrupted) else 2
     except KeyboardInterrupt:
         print("imgclf: interrupted", file=sys.stderr)
         return 130

@@ -49,8 +49,11 @@ class Config(BaseModel):
                        "meaning (hand signs, digits, text)")
     brightness: float = Field(0.1, ge=0, description="brightness jitter, in normalised units (≈ stds)")
     contrast: float = Field(0.1, ge=0, lt=1, description="contrast jitter: scale by U(1 ± contrast)")
+    monitor: Literal["valid_acc", "valid_loss"] = Field("valid_acc", description="the valid metric that picks "
+                                                        "the best checkpoint and drives early stopping and plateau")
     early_stopping_patience: int = Field(0, ge=0, description="stop after this many epochs without a better "
-                                         "valid accuracy; 0 = never stop early")
+                                         "`monitor` value, then restore the best weights; 0 = never stop early")
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="a better value must beat the best by more than this")
     # --- data --------------------------------------------------------------------------------
     image_size: int = Field(64, ge=1, description="pixels; images are resized to image_size × image_size")
     channels: Literal[1, 3] = Field(3, description="3 = RGB, 1 = greyscale")
@@ -60,12 +63,29 @@ class Config(BaseModel):
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="adamw decays decoupled from the gradient")
     learning_rate: float = Field(1e-3, gt=0, description="step size")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum")
+    schedule: Literal["constant", "step", "cosine", "onecycle", "plateau"] = Field(
+        "constant", description="learning-rate schedule, stepped per optimizer step (plateau: per epoch)")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up length in epochs (fractions allowed)")
+    step_size: int = Field(10, ge=1, description="schedule=step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="schedule=step/plateau: decay factor")
+    min_lr: float = Field(0.0, ge=0, description="schedule=cosine/plateau: the floor of the learning rate")
+    plateau_patience: int = Field(3, ge=0, description="schedule=plateau: epochs without improvement before decay")
+    grad_clip: float = Field(0.0, ge=0, description="clip the gradients' global L2 norm to this; 0 = off")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step (gradient accumulation)")
     batch_size: int = Field(32, ge=1, description="images per step (CS230 default 32)")
     num_epochs: int = Field(10, ge=1, description="passes over the training set")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     # --- run ---------------------------------------------------------------------------------
     seed: int = Field(230, description="seeds init, data order, augmentation and dropout")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16: autocast on CPU and GPU; fp16: autocast + grad scaler, GPU only; "
+        "auto: bf16 where the device supports it fast, else fp32")
+    channels_last: Optional[bool] = Field(None, description="NHWC memory layout; null → on for CUDA")
+    compile: bool = Field(False, description="torch.compile the model (slow first epoch, faster after)")
+    checkpoint_every: int = Field(0, ge=0, description="also save resume state every N optimizer steps; "
+                                  "0 = at each epoch's end only")
 
     @field_validator("model")
     @classmethod

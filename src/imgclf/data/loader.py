@@ -101,7 +101,11 @@ class BatchLoader:
         return len(self.batches())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batches = self.batches()
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches from batch index `start` on (a resumed epoch skips what it did)."""
+        batches = self.batches()[start:]
         if self.prefetch <= 0:
             for idx in batches:
                 x, y = self.source.get(idx)
@@ -148,8 +152,14 @@ def _prefetched(source, batches: list[np.ndarray], depth: int):
                 t.join(timeout=0.01)
 
 
-def to_device_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                    device: torch.device) -> torch.Tensor:
-    """(B, H, W, C) uint8 on the host → (B, C, H, W) float32 on `device`, normalised."""
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+def to_device_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+                    channels_last: bool = False) -> torch.Tensor:
+    """(B, H, W, C) uint8 on the host → (B, C, H, W) float32 on `device`, normalised.
+
+    The permuted view keeps the NHWC bytes, so channels_last costs no copy; otherwise the
+    result is made NCHW-contiguous.
+    """
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt).float().div_(255.0)
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -1,5 +1,11 @@
 """Checkpoints that describe themselves and never execute code when loaded.
 
+Resume state (for `imgclf train --resume`) lives in RUN/resume/: `<tag>.safetensors` (weights),
+`<tag>.pt` (optimizer, scheduler, scaler, early stopping, RNG states, counters; plain tensors and
+containers only, read back with torch.load(weights_only=True)), and `latest.json`, written last,
+which names the pair and their sha256. A crash at any moment leaves latest.json naming a complete
+older pair; files of older pairs are removed only after it moved on.
+
 `NAME.safetensors` holds the weights (and batch-norm buffers); `NAME.json` holds everything else:
 the model name and arguments, classes, input size, normalisation, the config, the epoch and its
 metrics, the seed, the manifest hash, the imgclf version, and the weights file's sha256 so that
@@ -8,6 +14,7 @@ a torn pair (new weights, old sidecar) is detected instead of silently mixed.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -63,3 +70,64 @@ def load_checkpoint(run_dir: str | Path, name: str = "best", device: str | torch
                          image_size=meta["input"]["size"], **meta["model_args"])
     model.load_state_dict(state)
     return model.to(device).eval(), meta
+
+
+RESUME_DIR = "resume"
+
+
+def _state_dict_blob(model: nn.Module) -> bytes:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return st_save(state, metadata={"format": FORMAT})
+
+
+def safe_torch_load(blob: bytes, path: Path):
+    """torch.load that accepts only tensors and plain containers; anything else is refused unrun."""
+    try:
+        return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for foreign objects, RuntimeError for junk
+        raise ImgclfError(f"{path}: refused to load it: it holds objects other than plain tensors and "
+                          f"containers, which could run code ({type(e).__name__}); use a checkpoint that "
+                          "imgclf wrote, or start a new run") from None
+
+
+def save_resume(run_dir: str | Path, tag: int, model: nn.Module, state: dict) -> None:
+    """Write the resume pair for `tag` (a step counter that only grows), then point latest.json at it."""
+    d = Path(run_dir) / RESUME_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    weights = _state_dict_blob(model)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    blob = buf.getvalue()
+    names = (f"{tag:010d}.safetensors", f"{tag:010d}.pt")
+    atomic_write_bytes(d / names[0], weights)
+    atomic_write_bytes(d / names[1], blob)
+    atomic_write_json(d / "latest.json", {
+        "format": FORMAT, "imgclf": __version__, "tag": tag, "epoch": state["epoch"], "batch": state["batch"],
+        "weights": names[0], "state": names[1], "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "state_sha256": hashlib.sha256(blob).hexdigest()})
+    for p in d.iterdir():
+        if p.name not in (*names, "latest.json") and not p.name.startswith("."):
+            p.unlink(missing_ok=True)
+
+
+def has_resume(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / RESUME_DIR / "latest.json").exists()
+
+
+def load_resume(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(model state dict, training state) of the newest complete resume point."""
+    d = Path(run_dir) / RESUME_DIR
+    if not has_resume(run_dir):
+        raise ImgclfError(f"{run_dir}: no resume state (resume/latest.json); it is written after the first "
+                          "epoch or --checkpoint-every steps. Start the run again without --resume")
+    latest = read_json(d / "latest.json")
+    w_blob, s_blob = (d / latest["weights"]).read_bytes(), (d / latest["state"]).read_bytes()
+    for blob, key, name in ((w_blob, "weights_sha256", latest["weights"]), (s_blob, "state_sha256", latest["state"])):
+        if hashlib.sha256(blob).hexdigest() != latest[key]:
+            raise ImgclfError(f"{d / name}: does not match resume/latest.json; the resume state is damaged. "
+                              "Start a new run (best/last checkpoints are still usable)")
+    try:
+        weights = st_load(w_blob)
+    except Exception as e:
+        raise ImgclfError(f"{d / latest['weights']}: not a readable safetensors file ({e})") from None
+    return weights, safe_torch_load(s_blob, d / latest["state"])

@@ -1,34 +1,48 @@
-"""The training loop: train on train, select on valid, keep the last and the best checkpoint."""
+"""Training: train on train, select on valid, keep the last and the best checkpoint, resume exactly.
+
+`fit` sets up the run directory and hands over to `Trainer`, which owns every piece of state that
+an exact resume needs (see `Trainer.state_dict`).
+"""
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import os
 import platform
 import shutil
+import signal
+import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import __version__, dist
-from ..config import Config
-from ..data.augment import augment_batch
-from ..data.loader import BatchLoader, to_device_float
+from ..config import Config, load_config
+from ..data.loader import BatchLoader
 from ..data.pipeline import Prepared, prepare
 from ..errors import ImgclfError
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..models import create_model, init_weights
-from .checkpoint import save_checkpoint
+from .checkpoint import has_resume, load_resume, read_checkpoint, save_checkpoint, save_resume
+from .loop import Position, Sums, ToDevice, eval_epoch, resolve_precision, train_epoch
+from .monitor import EpochBar, TensorBoard
 from .optim import create_optimizer
+from .rng import get_rng_state, set_rng_state
+from .schedule import Schedule
+from .stopping import EarlyStopping
 
 log = logging.getLogger("imgclf.train")
 
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds")
+RESUME_MAY_CHANGE = ("checkpoint_every",)  # keys that do not change the result
+FAULT_ENV = "IMGCLF_FAULT_KILL_AT_BATCH"  # tests: SIGKILL this process after that many batches
+
+
+class TrainingInterrupted(ImgclfError):
+    """Ctrl-C: the state was saved and the run can be resumed."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,46 +64,187 @@ def model_args(cfg: Config) -> dict:
             "dropout": cfg.dropout_rate, "batch_norm": cfg.batch_norm}
 
 
-@dataclass
-class Batches:
-    """What one step needs to turn a uint8 batch into a normalised float batch on the device."""
-    device: torch.device
-    mean: torch.Tensor  # (C,)
-    std: torch.Tensor  # (C,)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return to_device_float(x, self.mean, self.std, self.device)  # (B, C, H, W) float32
+def _metrics_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, METRICS_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
-def run_epoch(model: nn.Module, loader: BatchLoader, prep: Batches, cfg: Config,
-              optimizer: torch.optim.Optimizer | None = None, gen: torch.Generator | None = None
-              ) -> tuple[float, float]:
-    """One pass; trains when `optimizer` is given. Returns sample-weighted (loss, accuracy).
+class Trainer:
+    """Model, optimizer, schedule, early stopping, loaders and position of one training run."""
 
-    Sums stay on the device; the single .item() at the end is the epoch's only host sync.
-    """
-    training = optimizer is not None
-    model.train(training)
-    loss_sum = torch.zeros((), device=prep.device, dtype=torch.float64)
-    correct = torch.zeros((), device=prep.device, dtype=torch.int64)
-    n = 0
-    with torch.set_grad_enabled(training):
-        for xb, yb in loader:
-            x, y = prep(xb), yb.to(prep.device, non_blocking=True)
-            if training and cfg.augment:
-                x = augment_batch(x, gen, cfg.resolved_crop_pad(), cfg.flip, cfg.brightness, cfg.contrast)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing if training else 0.0)
-            if training:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            n += len(y)
-    if n == 0:
-        return float("nan"), float("nan")
-    return loss_sum.item() / n, correct.item() / n
+    def __init__(self, cfg: Config, data: Prepared, run_dir: Path, device: torch.device, progress: bool = False):
+        self.cfg, self.data, self.run_dir, self.device, self.progress = cfg, data, run_dir, device, progress
+        torch.manual_seed(cfg.seed)  # dropout draws; init, data order and augmentation have their own
+        self.module = create_model(cfg.model, len(data.classes), cfg.channels, cfg.image_size, **model_args(cfg))
+        init_weights(self.module, cfg.init, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+        channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+        self.module.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        self.model = torch.compile(self.module) if cfg.compile else self.module
+        self.optimizer = create_optimizer(self.module, cfg.optimizer, cfg.learning_rate, cfg.weight_decay,
+                                          cfg.momentum, cfg.nesterov)
+        self.prec = resolve_precision(cfg.precision, device)
+        self.to_dev = ToDevice(device, torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device),
+                               channels_last)
+        n_train = len(data.sources["train"])
+        self.train_loader = BatchLoader(data.sources["train"], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                        drop_last=n_train % cfg.batch_size == 1,  # batch norm needs ≥ 2
+                                        rank=dist.rank(), world_size=dist.world_size())
+        self.valid_loader = BatchLoader(data.sources["valid"], max(cfg.batch_size, 256), shuffle=False)
+        steps_per_epoch = -(-len(self.train_loader) // cfg.accumulate)
+        mode = "max" if cfg.monitor == "valid_acc" else "min"
+        self.schedule = Schedule(cfg.schedule, steps_per_epoch, steps_per_epoch * cfg.num_epochs,
+                                 round(cfg.warmup_epochs * steps_per_epoch), cfg.step_size, cfg.gamma,
+                                 cfg.min_lr / cfg.learning_rate, cfg.plateau_patience, mode)
+        self.stopper = EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta, mode)
+        self.gen = torch.Generator(device=device)
+        self.pos, self.sums, self.rows = Position(), Sums.zeros(device), []
+        self.finished = False
+        self.epoch_seconds = 0.0
+        self.interrupt_requested = False
+        self.kill_at = int(os.environ.get(FAULT_ENV, "0"))
+        self.meta = {"model": cfg.model, "model_args": model_args(cfg), "classes": list(data.classes),
+                     "input": {"size": cfg.image_size, "channels": cfg.channels, "resize": cfg.resize},
+                     "normalization": {"mean": data.mean, "std": data.std}, "config": cfg.model_dump(),
+                     "seed": cfg.seed, "manifest_sha256": data.cache.meta["parts"]["manifests"] if data.cache else None}
+
+    # --- resume state ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything but the weights that an exact resume needs (plain tensors and containers)."""
+        return {"epoch": self.pos.epoch, "batch": self.pos.batch, "opt_step": self.pos.opt_step,
+                "finished": self.finished, "sums": self.sums.state_dict(), "rows": self.rows,
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "stopper": self.stopper.state_dict(),
+                "scaler": self.prec.scaler.state_dict() if self.prec.scaler else None,
+                "rng": get_rng_state(self.gen)}
+
+    def load_state_dict(self, weights: dict, state: dict) -> None:
+        self.module.load_state_dict(weights)
+        self.pos = Position(state["epoch"], state["batch"], state["opt_step"])
+        self.finished = state["finished"]
+        self.sums.load_state_dict(state["sums"])
+        self.rows = state["rows"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stopper.load_state_dict(state["stopper"])
+        if self.prec.scaler and state["scaler"]:
+            self.prec.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], self.gen)
+
+    def save_resume(self) -> None:
+        if not torch.isfinite(self.sums.loss):  # never replace a good resume point with a diverged one
+            raise self._diverged(float("nan"))
+        if dist.is_main():
+            tag = (self.pos.epoch - 1) * len(self.train_loader) + self.pos.batch
+            save_resume(self.run_dir, tag, self.module, self.state_dict())
+
+    # --- the loop --------------------------------------------------------------------------
+    def train(self) -> dict:
+        with self._sigint_saves():
+            while not self.finished and self.pos.epoch <= self.cfg.num_epochs:
+                self._train_epoch()
+                self._end_epoch()
+        if self.stopper.should_stop and dist.is_main():
+            weights, _ = read_checkpoint(self.run_dir, "best")
+            self.module.load_state_dict(weights)  # early stopping hands back the best weights
+        best = self.stopper.best if self.stopper.best is not None else float("nan")
+        log.info("best %s %.4f at epoch %d; checkpoints in %s", self.cfg.monitor, best, self.stopper.best_epoch,
+                 self.run_dir)
+        best_row = self.rows[self.stopper.best_epoch - 1] if self.stopper.best_epoch else {}
+        return {"run_dir": str(self.run_dir), "best_epoch": self.stopper.best_epoch,
+                "best_valid_acc": best_row.get("valid_acc"), "best_valid_loss": best_row.get("valid_loss"),
+                "epochs": len(self.rows), "stopped_early": self.stopper.should_stop}
+
+    def _train_epoch(self) -> None:
+        epoch, t0 = self.pos.epoch, time.perf_counter()
+        self.train_loader.set_epoch(epoch)
+        if self.pos.batch == 0:  # a resumed epoch restored these from the state instead
+            self.gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)  # augmentation: a function of (seed, epoch)
+            self.sums = Sums.zeros(self.device)
+            self.epoch_seconds = 0.0
+        n_images = len(self.train_loader.indices())
+        bar = EpochBar(self.progress, epoch, self.cfg.num_epochs, n_images, min(self.pos.batch * self.cfg.batch_size,
+                                                                                 n_images))
+        try:
+            train_epoch(self.model, self.train_loader, self.to_dev, self.cfg, self.optimizer, self.schedule,
+                        self.prec, self.gen, self.pos, self.sums, self._after_step, bar.update)
+        finally:
+            bar.close()
+        self.epoch_seconds += time.perf_counter() - t0
+
+    def _after_step(self) -> None:
+        every = self.cfg.checkpoint_every
+        if self.interrupt_requested:
+            self.save_resume()
+            raise TrainingInterrupted(
+                f"interrupted at epoch {self.pos.epoch}, batch {self.pos.batch}; the state is saved. "
+                f"Continue with: imgclf train --run {self.run_dir} --resume")
+        if every and self.pos.opt_step % every == 0 and self.pos.batch < len(self.train_loader):
+            self.save_resume()
+        if self.kill_at and (self.pos.epoch - 1) * len(self.train_loader) + self.pos.batch >= self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _end_epoch(self) -> None:
+        cfg, epoch, t0 = self.cfg, self.pos.epoch, time.perf_counter()
+        tr_loss, tr_acc = self.sums.result()
+        if not np.isfinite(tr_loss):
+            raise self._diverged(tr_loss)
+        va_loss, va_acc = eval_epoch(self.model, self.valid_loader, self.to_dev, self.prec)
+        row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "valid_loss": va_loss,
+               "valid_acc": va_acc, "lr": self.optimizer.param_groups[0]["lr"],
+               "seconds": round(self.epoch_seconds + time.perf_counter() - t0, 3)}
+        self.rows.append(row)
+        log.info("epoch %d/%d train_loss %.4f train_acc %.4f valid_loss %.4f valid_acc %.4f lr %.2e %.1fs",
+                 epoch, cfg.num_epochs, tr_loss, tr_acc, va_loss, va_acc, row["lr"], row["seconds"])
+        monitored = row[cfg.monitor]
+        improved = self.stopper.update(monitored, epoch)
+        self.schedule.end_epoch(monitored)
+        if self.stopper.should_stop:
+            log.info("early stopping: no better %s for %d epochs (best %.4f at epoch %d)", cfg.monitor,
+                     self.stopper.patience, self.stopper.best, self.stopper.best_epoch)
+        self.pos = Position(epoch + 1, 0, self.pos.opt_step)
+        self.finished = self.stopper.should_stop or epoch >= cfg.num_epochs
+        if dist.is_main():
+            atomic_write_text(self.run_dir / "metrics.csv", _metrics_csv(self.rows))
+            ep_meta = {**self.meta, "epoch": epoch, "metrics": row}
+            save_checkpoint(self.run_dir, "last", self.module, ep_meta)
+            if improved:
+                save_checkpoint(self.run_dir, "best", self.module, ep_meta)
+            self.tensorboard.epoch(row)
+        self.save_resume()
+
+    def _diverged(self, value: float) -> ImgclfError:
+        return ImgclfError(f"epoch {self.pos.epoch}: the training loss is {value}; lower learning_rate (now "
+                           f"{self.cfg.learning_rate}), set grad_clip, or check the data. The last good "
+                           f"checkpoints are kept in {self.run_dir}")
+
+    def _sigint_saves(self):
+        """First Ctrl-C: finish the step, save, stop. Second: stop at once (KeyboardInterrupt)."""
+        trainer = self
+
+        class _Handler:
+            def __enter__(self):
+                self.old = None
+                if threading.current_thread() is threading.main_thread():
+                    self.old = signal.signal(signal.SIGINT, self.handle)
+
+            def handle(self, signum, frame):
+                if trainer.interrupt_requested:
+                    raise KeyboardInterrupt
+                trainer.interrupt_requested = True
+                log.warning("interrupt: saving the state after this step (Ctrl-C again to stop at once)")
+
+            def __exit__(self, *exc):
+                if self.old is not None:
+                    signal.signal(signal.SIGINT, self.old)
+
+        return _Handler()
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
 
 
 def _check_run_dir(run_dir: Path, overwrite: bool) -> bool:
@@ -97,8 +252,8 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> bool:
     if not (run_dir.exists() and any(run_dir.iterdir())):
         return False
     if not overwrite:
-        raise ImgclfError(f"{run_dir}: already holds a run; pass --overwrite to replace it, or choose "
-                          "another --run (the existing run was left untouched)")
+        raise ImgclfError(f"{run_dir}: already holds a run; pass --overwrite to replace it, --resume to "
+                          "continue it, or choose another --run (the existing run was left untouched)")
     if not (run_dir / "config.json").exists():
         raise ImgclfError(f"{run_dir}: is not an imgclf run (no config.json), so --overwrite will not "
                           "delete it; choose another --run")
@@ -116,14 +271,6 @@ def _log_to_file(run_dir: Path) -> logging.Handler:
     return h
 
 
-def _metrics_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, METRICS_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def _run_info(data_dir: Path, data: Prepared, cfg: Config, device: torch.device) -> dict:
     return {"data_dir": str(data_dir.resolve()), "cache": str(data.cache.path) if data.cache else None,
             "classes": list(data.classes), "mean": data.mean, "std": data.std,
@@ -132,15 +279,37 @@ def _run_info(data_dir: Path, data: Prepared, cfg: Config, device: torch.device)
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": cfg.seed}
 
 
-def fit(data_dir: str | Path, run_dir: str | Path, config: Config | None = None, overwrite: bool = False,
-          progress: bool = False) -> dict:
+def _resume_setup(run_dir: Path, config: Config | None, data_dir: Path | None) -> tuple[Config, Path]:
+    if not (run_dir / "config.json").exists() or not (run_dir / "run.json").exists():
+        raise ImgclfError(f"{run_dir}: not an imgclf run (no config.json/run.json); nothing to resume")
+    if not has_resume(run_dir):
+        load_resume(run_dir)  # raises the explanatory error
+    cfg = load_config(base=read_json(run_dir / "config.json"))
+    if config is not None:
+        diff = sorted(k for k in Config.model_fields if getattr(config, k) != getattr(cfg, k)
+                      and k not in RESUME_MAY_CHANGE)
+        if diff:
+            raise ImgclfError(f"--resume continues {run_dir} with its own config; these keys differ: "
+                              f"{', '.join(diff)}. Drop them from --config/--set, or start a new run")
+        cfg = cfg.model_copy(update={k: getattr(config, k) for k in RESUME_MAY_CHANGE})
+    return cfg, Path(data_dir or read_json(run_dir / "run.json")["data_dir"])
+
+
+def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None = None, overwrite: bool = False,
+        progress: bool = False, resume: bool = False) -> dict:
     """Fit a model on DATA/train.csv, select on valid.csv, and write the run directory.
 
-    Returns a summary: the best epoch and its valid metrics, and the run directory.
+    With `resume`, continue RUN from its newest resume point (DATA defaults to the run's), with
+    the same result, bit for bit on the CPU, as if it had never stopped. Returns a summary.
     """
-    cfg = config or Config()
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
-    replace = _check_run_dir(run_dir, overwrite)
+    run_dir = Path(run_dir)
+    if resume:
+        cfg, data_dir = _resume_setup(run_dir, config, Path(data_dir) if data_dir else None)
+        replace = False
+    else:
+        if data_dir is None:
+            raise ImgclfError("--data is required (except with --resume)")
+        cfg, data_dir, replace = config or Config(), Path(data_dir), _check_run_dir(run_dir, overwrite)
     device = resolve_device(cfg.device)
     data = prepare(data_dir, ("train", "valid"), cfg.image_size, cfg.channels, cfg.resize, cfg.cache, progress)
     cfg = cfg.model_copy(update={"crop_pad": cfg.resolved_crop_pad()})
@@ -150,63 +319,32 @@ def fit(data_dir: str | Path, run_dir: str | Path, config: Config | None = None,
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         handler = _log_to_file(run_dir)
-        atomic_write_json(run_dir / "config.json", cfg.model_dump())
-        atomic_write_json(run_dir / "run.json", _run_info(data_dir, data, cfg, device))
+        if not resume:
+            atomic_write_json(run_dir / "config.json", cfg.model_dump())
+            atomic_write_json(run_dir / "run.json", _run_info(data_dir, data, cfg, device))
     try:
-        return _fit(cfg, data, run_dir, device, progress)
+        trainer = Trainer(cfg, data, run_dir, device, progress)
+        if resume:
+            _restore(trainer, run_dir, data)
+        log.info("training %s on %d images (%d classes), validating on %d, %d epochs, device %s, %s",
+                 cfg.model, len(data.sources["train"]), len(data.classes), len(data.sources["valid"]),
+                 cfg.num_epochs, device, cfg.precision)
+        trainer.tensorboard = TensorBoard(run_dir, enabled=dist.is_main())
+        try:
+            return trainer.train()
+        finally:
+            trainer.tensorboard.close()
     finally:
         if dist.is_main():
             logging.getLogger("imgclf").removeHandler(handler)
             handler.close()
 
 
-def _fit(cfg: Config, data: Prepared, run_dir: Path, device: torch.device, progress: bool) -> dict:
-    torch.manual_seed(cfg.seed)  # dropout draws; init, data order and augmentation have their own
-    model = create_model(cfg.model, len(data.classes), cfg.channels, cfg.image_size, **model_args(cfg))
-    init_weights(model, cfg.init, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
-    model.to(device)
-    optimizer = create_optimizer(model, cfg.optimizer, cfg.learning_rate, cfg.weight_decay, cfg.momentum)
-    prep = Batches(device, torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device))
-    train_loader = BatchLoader(data.sources["train"], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                               drop_last=len(data.sources["train"]) % cfg.batch_size == 1,  # BN needs ≥ 2
-                               rank=dist.rank(), world_size=dist.world_size())
-    valid_loader = BatchLoader(data.sources["valid"], max(cfg.batch_size, 256), shuffle=False)
-    gen = torch.Generator(device=device)
-    meta = {"model": cfg.model, "model_args": model_args(cfg), "classes": list(data.classes),
-            "input": {"size": cfg.image_size, "channels": cfg.channels, "resize": cfg.resize},
-            "normalization": {"mean": data.mean, "std": data.std}, "config": cfg.model_dump(), "seed": cfg.seed,
-            "manifest_sha256": data.cache.meta["parts"]["manifests"] if data.cache else None}
-    log.info("training %s on %d images (%d classes), validating on %d, %d epochs, device %s", cfg.model,
-             len(data.sources["train"]), len(data.classes), len(data.sources["valid"]), cfg.num_epochs, device)
-    rows: list[dict] = []
-    best, best_epoch = -1.0, 0
-    for epoch in range(1, cfg.num_epochs + 1):
-        t0 = time.perf_counter()
-        train_loader.set_epoch(epoch)
-        gen.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation draws: a function of (seed, epoch)
-        tr_loss, tr_acc = run_epoch(model, train_loader, prep, cfg, optimizer, gen)
-        va_loss, va_acc = run_epoch(model, valid_loader, prep, cfg)
-        row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "valid_loss": va_loss,
-               "valid_acc": va_acc, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - t0, 3)}
-        rows.append(row)
-        log.info("epoch %d/%d train_loss %.4f train_acc %.4f valid_loss %.4f valid_acc %.4f lr %.2e %.1fs",
-                 epoch, cfg.num_epochs, tr_loss, tr_acc, va_loss, va_acc, row["lr"], row["seconds"])
-        if not np.isfinite(tr_loss):
-            raise ImgclfError(f"epoch {epoch}: the training loss is {tr_loss}; lower learning_rate (now "
-                              f"{cfg.learning_rate}) or check the data. Checkpoints so far are kept in {run_dir}")
-        improved = va_acc > best
-        if improved:
-            best, best_epoch = va_acc, epoch
-        if dist.is_main():
-            atomic_write_text(run_dir / "metrics.csv", _metrics_csv(rows))
-            ep_meta = {**meta, "epoch": epoch, "metrics": row}
-            save_checkpoint(run_dir, "last", model, ep_meta)
-            if improved:
-                save_checkpoint(run_dir, "best", model, ep_meta)
-        if cfg.early_stopping_patience and epoch - best_epoch >= cfg.early_stopping_patience:
-            log.info("early stopping: no better valid accuracy for %d epochs (best %.4f at epoch %d)",
-                     cfg.early_stopping_patience, best, best_epoch)
-            break
-    log.info("best valid accuracy %.4f at epoch %d; checkpoints in %s", best, best_epoch, run_dir)
-    return {"run_dir": str(run_dir), "best_epoch": best_epoch, "best_valid_acc": best, "epochs": len(rows)}
+def _restore(trainer: Trainer, run_dir: Path, data: Prepared) -> None:
+    expected = read_json(run_dir / "last.json").get("manifest_sha256") if (run_dir / "last.json").exists() else None
+    if expected and data.cache and expected != data.cache.meta["parts"]["manifests"]:
+        raise ImgclfError(f"{run_dir}: the manifests changed since this run started, so a resume would not "
+                          "be exact; restore them or start a new run")
+    weights, state = load_resume(run_dir)
+    trainer.load_state_dict(weights, state)
+    log.info("resuming %s at epoch %d, batch %d", run_dir, trainer.pos.epoch, trainer.pos.batch)

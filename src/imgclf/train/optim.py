@@ -25,7 +25,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def create_optimizer(model: nn.Module, name: str, learning_rate: float, weight_decay: float,
-                     momentum: float = 0.9) -> torch.optim.Optimizer:
+                     momentum: float = 0.9, nesterov: bool = False) -> torch.optim.Optimizer:
     """adam/sgd apply weight_decay as L2 (λ·w added to the gradient); adamw decouples it."""
     groups = param_groups(model, weight_decay)
     if name == "adam":
@@ -33,5 +33,5 @@ def create_optimizer(model: nn.Module, name: str, learning_rate: float, weight_d
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=learning_rate)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum)
+        return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum, nesterov=nesterov and momentum > 0)
     raise ValueError(f"unknown optimizer {name!r}")
