@@ -11,14 +11,18 @@ resizes to 64, and on the 128 px set we resize to 128 so that all columns move t
 - b: the course's .npz-per-image cache (`build_cache(fmt="npz")`), np.load(path)["image"], same DataLoader.
 - c: imgclf: `open_packed` → `ArraySource` → `BatchLoader(32, shuffle=True)`, then per batch
      `to_device_float(cpu)` and `augment_batch(crop_pad=4, brightness=0.1, contrast=0.1)` on the CPU.
-     c_load is the BatchLoader alone and c0 adds to_device_float: the differences show the split.
+     c_load is the BatchLoader alone and c0 adds to_device_float: the differences show the split;
+     c1 is c with torch.set_num_threads(1), and a per-step profile follows.
 - d: the limit: numpy gathers x[np.sort(idx)] from an in-RAM uint8 copy, same permutation and batches.
 
 Each loader is a stream of consecutive epochs (a DataLoader restarts its workers each epoch, as in
 the course). We skip a few warm-up batches, then time `repeats` windows of k batches and report the
-median images/s. a and b are timed on fewer batches than an epoch of the generated sets, so their
+median images/s. k is one epoch for c and d (100 batches for a, 200 for b), capped at about
+--window seconds. a and b are timed on fewer batches than an epoch of the generated sets, so their
 worker start-up is then left out and up to 2×workers prefetched batches come free: both flatter a
-and b. Generated images and caches are kept in --out (git-ignored) and reused on the next run.
+and b. Also printed: packed cache build speed with 1 and 2 workers, and the peak RSS of a fresh
+process iterating the largest packed cache. Generated images and caches stay in --out (git-ignored)
+and are reused by the next run.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
 from typing import Callable, Iterator
@@ -42,7 +47,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from imgclf.data.augment import augment_batch
+from imgclf.data.augment import augment_batch, color_jitter, random_crop
 from imgclf.data.cache import build_cache, open_packed
 from imgclf.data.loader import ArraySource, BatchLoader, to_device_float
 from imgclf.data.manifest import make_manifests, write_csv
@@ -51,6 +56,7 @@ from imgclf.fileio import atomic_write_json
 BATCH = 32  # CS230's batch size
 SIGNS = Path(__file__).resolve().parents[2] / "shared" / "data" / "signs"
 N_CLASSES = 6  # generated labels 0..5, like SIGNS
+OUT = Path(__file__).resolve().parent / "out"  # git-ignored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,8 +71,8 @@ def signs_data(signs: Path, out: Path) -> Path:
 
 
 def smooth_noise(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: coarse noise upsampled bicubically plus a little grain, so JPEG
-    compresses it about as well as a photo and decoding costs about what it does for one."""
+    """(size, size, 3) uint8: coarse noise upsampled bicubically plus a little grain. At quality 90
+    a 64 px one is ~2.2 KB of JPEG (a SIGNS image: ~1.2 KB), so decoding does real work."""
     coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
     smooth = np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC), np.int16)
     grain = rng.normal(0, 6, smooth.shape)
@@ -170,51 +176,91 @@ def copy_stream(x_ram: np.ndarray, source) -> Iterator[int]:
 
 
 def profile_stages(source, mean, std, n_batches: int) -> dict[str, float]:
-    """Median µs per batch of each step of c, run one after another in this thread."""
+    """Median µs per batch of each step of c, run one after another in this thread.
+
+    augment_batch(crop_pad=4, brightness=0.1, contrast=0.1) is random_crop then color_jitter.
+    """
     gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
-    steps = {"gather": [], "to_device_float": [], "augment_batch": []}
-    for idx in BatchLoader(source, BATCH, shuffle=True).batches()[:n_batches]:
-        t0 = time.perf_counter()
-        x, _y = source.get(idx)
-        x = torch.from_numpy(np.ascontiguousarray(x))
-        t1 = time.perf_counter()
-        xf = to_device_float(x, mean, std, cpu)
-        t2 = time.perf_counter()
-        augment_batch(xf, gen, crop_pad=4, brightness=0.1, contrast=0.1)
-        t3 = time.perf_counter()
-        for k, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2)):
-            steps[k].append(dt * 1e6)
-    return {k: statistics.median(v) for k, v in steps.items()}
+    steps: dict[str, list[float]] = {"gather": [], "to_device_float": [], "random_crop": [], "color_jitter": []}
+    batches = BatchLoader(source, BATCH, shuffle=True).batches()[:n_batches]
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for idx in batches:
+        t = [time.perf_counter()]
+        x = torch.from_numpy(np.ascontiguousarray(source.get(idx)[0]))  # (B, H, W, C) uint8
+        t.append(time.perf_counter())
+        x = to_device_float(x, mean, std, cpu)  # (B, C, H, W) float32
+        t.append(time.perf_counter())
+        x = random_crop(x, 4, gen)
+        t.append(time.perf_counter())
+        color_jitter(x, gen, brightness=0.1, contrast=0.1)
+        t.append(time.perf_counter())
+        for k, t0, t1 in zip(steps, t, t[1:]):
+            steps[k].append((t1 - t0) * 1e6)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    out = {k: statistics.median(v) for k, v in steps.items()}
+    # Fresh multi-MB float temporaries that the allocator hands back to the kernel fault in anew.
+    out["page_faults"] = (after.ru_minflt - before.ru_minflt) / len(batches)
+    out["sys_share"] = (after.ru_stime - before.ru_stime) / max(
+        after.ru_stime - before.ru_stime + after.ru_utime - before.ru_utime, 1e-9)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Measuring
 
 
-def measure(make_stream: Callable[[], Iterator[int]], n_warm: int, n_batches: int, repeats: int) -> list[float]:
-    """images/s of `repeats` windows of n_batches each, after n_warm batches of warm-up."""
+def measure(make_stream: Callable[[], Iterator[int]], n_warm: int, max_batches: int, repeats: int,
+            window_s: float) -> tuple[list[float], int]:
+    """(images/s of each of `repeats` windows, batches per window), after n_warm warm-up batches.
+
+    A window is max_batches, or fewer when the warm-up says that would take over window_s
+    (a slow loader on a busy machine must not stretch the run); never fewer than 10.
+    """
     stream = make_stream()
     try:
+        next(stream)  # start-up: DataLoader workers, the prefetch thread
+        t0 = time.perf_counter()
         for _ in range(n_warm):
             next(stream)
+        per_batch = (time.perf_counter() - t0) / n_warm
+        n_batches = max(10, min(max_batches, int(window_s / max(per_batch, 1e-9))))
         rates = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             n_images = sum(next(stream) for _ in range(n_batches))
             rates.append(n_images / (time.perf_counter() - t0))
-        return rates
+        return rates, n_batches
     finally:
         stream.close()  # stops DataLoader workers before the next loader is timed
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run with n torch intra-op threads (None: leave torch's default), then restore."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n or old)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# A fresh interpreter whose __main__ is not this file: the cache's spawned workers re-import
+# __main__, and this file imports torch, which the `imgclf cache` CLI path never does.
+BUILD = """import sys, time
+from imgclf.data.cache import build_cache
+t0 = time.perf_counter()
+info = build_cache(sys.argv[1], int(sys.argv[2]), fmt="packed", workers=int(sys.argv[3]), cache_root=sys.argv[4])
+assert not info.reused
+print(sum(info.meta["counts"].values()) / (time.perf_counter() - t0))
+"""
 
 
 def build_rate(data_dir: Path, size: int, workers: int, scratch: Path) -> float:
     """images/s of a packed cache build from scratch (a fresh cache root, nothing reused)."""
     with tempfile.TemporaryDirectory(dir=scratch, prefix="build-") as root:
-        t0 = time.perf_counter()
-        info = build_cache(data_dir, size, fmt="packed", workers=workers, cache_root=root)
-        dt = time.perf_counter() - t0
-    assert not info.reused
-    return sum(info.meta["counts"].values()) / dt
+        cmd = [sys.executable, "-c", BUILD, str(data_dir), str(size), str(workers), root]
+        return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
 def rss_child(cache_dir: str) -> None:
@@ -222,15 +268,27 @@ def rss_child(cache_dir: str) -> None:
     source = ArraySource(*open_packed(cache_dir, "train"))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     n_images = sum(len(x) for x, _y in BatchLoader(source, BATCH, shuffle=True))
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    print(json.dumps({"before_kib": before, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "n_images": n_images, "rss_anon": status.get("RssAnon", "?").strip(),
-                      "rss_file": status.get("RssFile", "?").strip()}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_kib": before, "peak_kib": peak, "n_images": n_images,
+                      "npy_resident_kib": mapped_kib(Path(cache_dir) / "train.npy")}))
+
+
+def mapped_kib(path: Path) -> int:
+    """KiB of `path` resident in this process's mappings now (Rss lines of /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping header: "start-end perms offset dev inode path"
+            inside = line.endswith(str(path.resolve()))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
 
 
 def rss_report(cache_dir: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--rss-child", str(cache_dir)], check=True,
-                         capture_output=True, text=True).stdout
+    # Linux keeps ru_maxrss across execve, so a child forked from this big process would start
+    # at our peak; a shell in between forks the child from its own small footprint instead.
+    cmd = ["sh", "-c", '"$@"; exit $?', "sh", sys.executable, __file__, "--rss-child", str(cache_dir)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -245,20 +303,29 @@ def bench_set(data_dir: Path, size: int, cfg: argparse.Namespace) -> dict:
     source = ArraySource(*open_packed(packed.path, "train"))
     mean, std = (torch.tensor(packed.meta[k]) for k in ("mean", "std"))
     n_epoch = -(-len(source) // BATCH)
-    k_fast = max(n_epoch, cfg.min_fast_batches)  # c and d: at least one epoch per window
-    rates = {
-        "a": measure(lambda: dataloader_stream(CourseImages(data_dir / "train.csv", size)),
-                     5, cfg.course_batches, cfg.repeats),
-        "b": measure(lambda: dataloader_stream(CourseNpz(npz.path / "train.csv", size)),
-                     5, 2 * cfg.course_batches, cfg.repeats),
+    k_fast = max(n_epoch, cfg.min_fast_batches)  # c and d: one epoch per window unless too slow
+    x_ram = np.array(source.x)  # (N, H, W, C) uint8, in RAM, for d
+    timing = {  # key: (stream factory, warm-up batches, most batches per window)
+        "a": (lambda: dataloader_stream(CourseImages(data_dir / "train.csv", size)), 5, cfg.course_batches),
+        "b": (lambda: dataloader_stream(CourseNpz(npz.path / "train.csv", size)), 5, 2 * cfg.course_batches),
+        "c": (lambda: packed_stream(source, mean, std, "augment"), 10, k_fast),
+        "c1": (lambda: packed_stream(source, mean, std, "augment"), 10, k_fast),
+        "c0": (lambda: packed_stream(source, mean, std, "float"), 10, k_fast),
+        "c_load": (lambda: packed_stream(source, mean, std, "load"), 20, k_fast),
+        "d": (lambda: copy_stream(x_ram, source), 20, k_fast),
     }
-    for stage, key in (("augment", "c"), ("float", "c0"), ("load", "c_load")):
-        rates[key] = measure(lambda: packed_stream(source, mean, std, stage), 20, k_fast, cfg.repeats)
-    x_ram = np.array(source.x)  # (N, H, W, C) uint8, in RAM
-    rates["d"] = measure(lambda: copy_stream(x_ram, source), 20, k_fast, cfg.repeats)
+    rates, windows = {}, {}
+    for key, (make, n_warm, max_batches) in timing.items():
+        with torch_threads(1 if key == "c1" else None):
+            rates[key], windows[key] = measure(make, n_warm, max_batches, cfg.repeats, cfg.window_s)
     del x_ram
-    return {"n": len(source), "size": size, "rates": rates, "packed": packed.path,
-            "stages": profile_stages(source, mean, std, min(n_epoch, 200))}
+    n_prof = min(n_epoch, cfg.min_fast_batches)
+    stages = {}
+    for threads in (None, 1):
+        with torch_threads(threads):
+            stages[torch.get_num_threads()] = profile_stages(source, mean, std, n_prof)
+    return {"n": len(source), "size": size, "rates": rates, "windows": windows, "packed": packed.path,
+            "stages": stages}
 
 
 def print_table(rows: dict[str, dict]) -> None:
@@ -269,18 +336,25 @@ def print_table(rows: dict[str, dict]) -> None:
     for name, m in med.items():
         print(f"| {name} | {m['a']:,.0f} | {m['b']:,.0f} | {m['c']:,.0f} | {m['d']:,.0f} "
               f"| {m['c'] / m['a']:.1f} | {m['c'] / m['b']:.1f} | {m['c'] / m['d']:.2f} |")
-    print("\nWhere c's time goes (images/s of each prefix of c, and median µs per batch of 32 of each step"
-          " run alone in one thread):\n")
-    print("| data | c_load (BatchLoader) | c0 (+to_device_float) | c (+augment_batch) "
-          "| gather µs | to_device_float µs | augment_batch µs |")
-    print("|---|--:|--:|--:|--:|--:|--:|")
+    print("\nWhere c's time goes, images/s of each prefix of c, and of c with torch.set_num_threads(1)"
+          f" instead of torch's default {torch.get_num_threads()} threads:\n")
+    print("| data | c_load: BatchLoader | c0: + to_device_float | c: + augment_batch | c, 1 torch thread |")
+    print("|---|--:|--:|--:|--:|")
+    for name, m in med.items():
+        print(f"| {name} | {m['c_load']:,.0f} | {m['c0']:,.0f} | {m['c']:,.0f} | {m['c1']:,.0f} |")
+    print("\nEach step of c run in turn in this thread (augment_batch = random_crop + color_jitter):"
+          " median µs per batch of 32, minor page faults per batch, kernel share of CPU time:\n")
+    print("| data | torch threads | gather | to_device_float | random_crop | color_jitter | page faults | sys |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for name, r in rows.items():
-        m, s = med[name], r["stages"]
-        print(f"| {name} | {m['c_load']:,.0f} | {m['c0']:,.0f} | {m['c']:,.0f} "
-              f"| {s['gather']:,.0f} | {s['to_device_float']:,.0f} | {s['augment_batch']:,.0f} |")
-    print("\nEach repeat, images/s:")
+        for threads, st in r["stages"].items():
+            print(f"| {name} | {threads} | {st['gather']:,.0f} | {st['to_device_float']:,.0f} "
+                  f"| {st['random_crop']:,.0f} | {st['color_jitter']:,.0f} | {st['page_faults']:,.0f} "
+                  f"| {st['sys_share']:.0%} |")
+    print("\nEach repeat, images/s (batches per window):")
     for name, r in rows.items():
-        print(f"- {name}: " + "; ".join(f"{k} " + ", ".join(f"{v:,.0f}" for v in vs) for k, vs in r["rates"].items()))
+        print(f"- {name}: " + "; ".join(f"{k} " + ", ".join(f"{v:,.0f}" for v in vs) + f" ({r['windows'][k]})"
+                                       for k, vs in r["rates"].items()))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -288,14 +362,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke check: --n 2000, fewer batches (default: off)")
     p.add_argument("--n", type=int, default=None, help="generated images per size (default: 20000; 2000 with --quick)")
     p.add_argument("--sizes", default="64,128", help="generated image sizes in px, comma-separated (default: 64,128)")
-    p.add_argument("--out", type=Path, default=Path("bench/out"), help="scratch dir, reused (default: bench/out)")
+    p.add_argument("--out", type=Path, default=OUT, help="scratch dir, reused (default: bench/out)")
     p.add_argument("--signs", type=Path, default=SIGNS, help=f"SIGNS folder, skipped if absent (default: {SIGNS})")
     p.add_argument("--repeats", type=int, default=3, help="timed windows per loader; median reported (default: 3)")
+    p.add_argument("--window", type=float, default=None,
+                   help="cap in seconds on one timed window of a slow loader (default: 3; 1 with --quick)")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     cfg = p.parse_args(argv)
     cfg.n = cfg.n or (2000 if cfg.quick else 20000)
     cfg.course_batches = 20 if cfg.quick else 100  # a's window; b's is twice this
     cfg.min_fast_batches = 20 if cfg.quick else 100  # c and d: max(one epoch, this)
+    cfg.window_s = cfg.window or (1.0 if cfg.quick else 3.0)
     cfg.sizes = [int(s) for s in cfg.sizes.split(",")]
     return cfg
 
@@ -330,8 +407,9 @@ def main(argv: list[str] | None = None) -> None:
     npy_mib = (largest["packed"] / "train.npy").stat().st_size / 2**20
     print(f"\nPeak RSS, fresh process iterating one epoch of the packed loader over {largest['n']:,} "
           f"images of {largest['size']}×{largest['size']}: train.npy is {npy_mib:,.0f} MiB; RSS before "
-          f"iterating {rss['before_kib'] / 1024:,.0f} MiB, peak {rss['peak_kib'] / 1024:,.0f} MiB "
-          f"(at the end: RssAnon {rss['rss_anon']}, RssFile {rss['rss_file']} — memmapped pages)")
+          f"iterating {rss['before_kib'] / 1024:,.0f} MiB (mostly torch), peak {rss['peak_kib'] / 1024:,.0f} MiB, "
+          f"of which train.npy pages mapped at the end: {rss['npy_resident_kib'] / 1024:,.0f} MiB "
+          "(clean file-backed pages, which the kernel can drop under memory pressure)")
     print(f"\nload average at end {os.getloadavg()[0]:.2f}; total {time.perf_counter() - t_start:.0f}s")
 
 

@@ -63,6 +63,18 @@ def _add_train(sub) -> None:
                    help="also save resume state every N optimizer steps (default: at each epoch's end)")
 
 
+def _add_lr_find(sub) -> None:
+    p = sub.add_parser("lr-find", help="learning-rate range test: plot loss vs LR, suggest an LR",
+                       parents=[_COMMON])
+    p.add_argument("--data", required=True, help="data directory with the manifests")
+    p.add_argument("--config", help="JSON file of config keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="default 1e-7")
+    p.add_argument("--end-lr", type=float, default=10.0, help="default 10")
+    p.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
+    p.add_argument("--out", default="lr_find.png", help="plot file (default lr_find.png; a .json beside it)")
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a run's checkpoint on a split", parents=[_COMMON])
     p.add_argument("--run", required=True, help="run directory")
@@ -81,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache(sub)
     _add_validate(sub)
     _add_train(sub)
+    _add_lr_find(sub)
     _add_evaluate(sub)
     p = sub.add_parser("demo", help="the whole pipeline on scikit-learn's bundled digits", parents=[_COMMON])
     p.add_argument("--out", default="runs/demo", help="where to write data and runs (default runs/demo)")
@@ -152,6 +165,12 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
         summary = fit(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress, resume=args.resume)
         print(f"best valid accuracy {summary['best_valid_acc']:.4f} at epoch {summary['best_epoch']}; "
               f"run in {summary['run_dir']}")
+    elif args.command == "lr-find":
+        from .train.lr_find import lr_find
+
+        result = lr_find(args.data, load_config(args.config, parse_set(args.set)), args.start_lr, args.end_lr,
+                         args.steps, args.out)
+        print(f"suggested learning_rate {result['suggested_lr']:.2e}: {result['reason']}\nplot: {result['plot']}")
     elif args.command == "evaluate":
         from .evaluation.metrics import evaluate
 
