@@ -10,8 +10,9 @@ resizes to 64, and on the 128 px set we resize to 128 so that all columns move t
      with num_workers=os.cpu_count(), batch_size=32, shuffle=True.
 - b: the course's .npz-per-image cache (`build_cache(fmt="npz")`), np.load(path)["image"], same DataLoader.
 - c: imgclf: `open_packed` → `ArraySource` → `BatchLoader(32, shuffle=True)`, then per batch
-     `to_device_float(cpu)` and `augment_batch(crop_pad=4, brightness=0.1, contrast=0.1)` on the CPU.
-     c_load is the BatchLoader alone and c0 adds to_device_float: the differences show the split;
+     `augment_and_normalize(crop_pad=4, brightness=0.1, contrast=0.1)` on the CPU: the crop runs on
+     the uint8 batch and the jitter is folded into normalisation's one multiply-add.
+     c_load is the BatchLoader alone and c0 adds `normalize` only: the differences show the split;
      c1 is c with torch.set_num_threads(1), and a per-step profile follows.
 - d: the limit: numpy gathers x[np.sort(idx)] from an in-RAM uint8 copy, same permutation and batches.
 
@@ -47,9 +48,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from imgclf.data.augment import augment_batch, color_jitter, random_crop
+from imgclf.data.augment import Augment, augment_and_normalize, normalize, random_crop
 from imgclf.data.cache import build_cache, open_packed
-from imgclf.data.loader import ArraySource, BatchLoader, to_device_float
+from imgclf.data.loader import ArraySource, BatchLoader
 from imgclf.data.manifest import make_manifests, write_csv
 from imgclf.fileio import atomic_write_json
 
@@ -153,16 +154,19 @@ def dataloader_stream(dataset) -> Iterator[int]:
 # imgclf's packed loader (c) and the numpy limit (d)
 
 
+AUG = Augment(crop_pad=4, brightness=0.1, contrast=0.1)  # the training default at 64 px
+
+
 def packed_stream(source, mean, std, stage: str) -> Iterator[int]:
-    """stage: 'load' (BatchLoader only), 'float' (+to_device_float) or 'augment' (+augment_batch)."""
-    loader, gen, cpu = BatchLoader(source, BATCH, shuffle=True), torch.Generator().manual_seed(0), torch.device("cpu")
+    """stage: 'load' (BatchLoader only), 'float' (+normalize) or 'augment' (+augment_and_normalize)."""
+    loader, gen = BatchLoader(source, BATCH, shuffle=True), torch.Generator().manual_seed(0)
     for epoch in count():
         loader.set_epoch(epoch)
         for x, _y in loader:  # (B, H, W, C) uint8
-            if stage != "load":
-                x = to_device_float(x, mean, std, cpu)  # (B, C, H, W) float32
-            if stage == "augment":
-                x = augment_batch(x, gen, crop_pad=4, brightness=0.1, contrast=0.1)
+            if stage == "float":
+                x = normalize(x, mean, std)  # (B, C, H, W) float32
+            elif stage == "augment":
+                x = augment_and_normalize(x, mean, std, gen, AUG)  # crop on uint8, jitter fused into the float pass
             yield len(x)
 
 
@@ -178,21 +182,22 @@ def copy_stream(x_ram: np.ndarray, source) -> Iterator[int]:
 def profile_stages(source, mean, std, n_batches: int) -> dict[str, float]:
     """Median µs per batch of each step of c, run one after another in this thread.
 
-    augment_batch(crop_pad=4, brightness=0.1, contrast=0.1) is random_crop then color_jitter.
+    augment_and_normalize is random_crop on the uint8 batch, then normalize with the colour jitter
+    folded into its one multiply-add.
     """
-    gen, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
-    steps: dict[str, list[float]] = {"gather": [], "to_device_float": [], "random_crop": [], "color_jitter": []}
+    gen = torch.Generator().manual_seed(0)
+    steps: dict[str, list[float]] = {"gather": [], "normalize": [], "random_crop": [], "jitter+normalize": []}
     batches = BatchLoader(source, BATCH, shuffle=True).batches()[:n_batches]
     before = resource.getrusage(resource.RUSAGE_SELF)
     for idx in batches:
         t = [time.perf_counter()]
         x = torch.from_numpy(np.ascontiguousarray(source.get(idx)[0]))  # (B, H, W, C) uint8
         t.append(time.perf_counter())
-        x = to_device_float(x, mean, std, cpu)  # (B, C, H, W) float32
+        normalize(x, mean, std)  # (B, C, H, W) float32, no augmentation
         t.append(time.perf_counter())
-        x = random_crop(x, 4, gen)
+        x = random_crop(x, 4, gen)  # (B, H, W, C) uint8
         t.append(time.perf_counter())
-        color_jitter(x, gen, brightness=0.1, contrast=0.1)
+        normalize(x, mean, std, gen, brightness=0.1, contrast=0.1)
         t.append(time.perf_counter())
         for k, t0, t1 in zip(steps, t, t[1:]):
             steps[k].append((t1 - t0) * 1e6)
@@ -338,18 +343,18 @@ def print_table(rows: dict[str, dict]) -> None:
               f"| {m['c'] / m['a']:.1f} | {m['c'] / m['b']:.1f} | {m['c'] / m['d']:.2f} |")
     print("\nWhere c's time goes, images/s of each prefix of c, and of c with torch.set_num_threads(1)"
           f" instead of torch's default {torch.get_num_threads()} threads:\n")
-    print("| data | c_load: BatchLoader | c0: + to_device_float | c: + augment_batch | c, 1 torch thread |")
+    print("| data | c_load: BatchLoader | c0: + normalize | c: + augment_and_normalize | c, 1 torch thread |")
     print("|---|--:|--:|--:|--:|")
     for name, m in med.items():
         print(f"| {name} | {m['c_load']:,.0f} | {m['c0']:,.0f} | {m['c']:,.0f} | {m['c1']:,.0f} |")
-    print("\nEach step of c run in turn in this thread (augment_batch = random_crop + color_jitter):"
+    print("\nEach step of c run in turn in this thread (augment_and_normalize = random_crop + jitter+normalize):"
           " median µs per batch of 32, minor page faults per batch, kernel share of CPU time:\n")
-    print("| data | torch threads | gather | to_device_float | random_crop | color_jitter | page faults | sys |")
+    print("| data | torch threads | gather | normalize | random_crop | jitter+normalize | page faults | sys |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for name, r in rows.items():
         for threads, st in r["stages"].items():
-            print(f"| {name} | {threads} | {st['gather']:,.0f} | {st['to_device_float']:,.0f} "
-                  f"| {st['random_crop']:,.0f} | {st['color_jitter']:,.0f} | {st['page_faults']:,.0f} "
+            print(f"| {name} | {threads} | {st['gather']:,.0f} | {st['normalize']:,.0f} "
+                  f"| {st['random_crop']:,.0f} | {st['jitter+normalize']:,.0f} | {st['page_faults']:,.0f} "
                   f"| {st['sys_share']:.0%} |")
     print("\nEach repeat, images/s (batches per window):")
     for name, r in rows.items():

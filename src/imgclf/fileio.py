@@ -50,3 +50,50 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+class BackgroundWriter:
+    """Runs file writes on one thread, in the order they were submitted.
+
+    Callers serialise on their own thread (a snapshot), then hand over the bytes: training goes
+    on while the writes and their fsyncs happen. `flush` waits for all of them and re-raises the
+    first error (a full disk, say); every later submit and the final flush do so too.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgclf-writer")
+        self._pending: list = []
+
+    def submit(self, fn, *args) -> None:
+        self._raise_done()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def _raise_done(self) -> None:
+        still = []
+        for f in self._pending:
+            if f.done():
+                f.result()
+            else:
+                still.append(f)
+        self._pending = still
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def run_now_or_later(writer: "BackgroundWriter | None", fn, *args) -> None:
+    """fn(*args) on the writer's thread when there is one, else right here."""
+    if writer is None:
+        fn(*args)
+    else:
+        writer.submit(fn, *args)

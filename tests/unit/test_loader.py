@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgclf.data.augment import augment_batch, color_jitter, random_crop, random_flip
+from imgclf.data.augment import Augment, augment_and_normalize, normalize, random_crop, random_flip
 from imgclf.data.loader import ArraySource, BatchLoader, to_device_float
 
 
@@ -64,30 +64,35 @@ def test_to_device_float_normalises():
 
 
 def _batch():
-    return torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return torch.randint(0, 256, (6, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+MEAN, STD = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
+
+
 def test_augmentations_keep_shape_and_are_deterministic():
     x = _batch()
-    for fn in (lambda g: random_crop(x, 2, g), lambda g: random_flip(x, g), lambda g: color_jitter(x, g),
-               lambda g: augment_batch(x, g, 2, True, 0.2, 0.2)):
+    aug = Augment(crop_pad=2, flip=True, brightness=0.2, contrast=0.2)
+    for fn in (lambda g: random_crop(x, 2, g), lambda g: random_flip(x, g),
+               lambda g: normalize(x, MEAN, STD, g, 0.2, 0.2), lambda g: augment_and_normalize(x, MEAN, STD, g, aug)):
         a, b, c = fn(_gen(1)), fn(_gen(1)), fn(_gen(2))
-        assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+        assert a.shape[0] == 6 and a.shape[1:] in (x.shape[1:], (3, 16, 16))
+        assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_random_crop_is_a_shifted_window_of_the_padded_image():
-    x = torch.arange(64.0).view(1, 1, 8, 8).repeat(32, 1, 1, 1)
+def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
+    x = torch.arange(1, 65, dtype=torch.uint8).view(1, 8, 8, 1).repeat(32, 1, 1, 3)
     out = random_crop(x, 2, _gen())
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (0, 0, 2, 2, 2, 2))
     offsets = set()
     for i in range(32):
-        hits = [(dy, dx) for dy in range(5) for dx in range(5)
-                if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
-        assert hits
+        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(out[i], padded[i, dy:dy + 8, dx:dx + 8])]
+        assert len(hits) == 1
         offsets.add(hits[0])
     assert len(offsets) > 5  # offsets differ per image
 
@@ -95,6 +100,29 @@ def test_random_crop_is_a_shifted_window_of_the_padded_image():
 def test_flip_mirrors_some_images_exactly():
     x = _batch()
     out = random_flip(x, _gen())
-    flipped = [torch.equal(out[i], x[i].flip(2)) for i in range(6)]
+    flipped = [torch.equal(out[i], x[i].flip(1)) for i in range(6)]
     kept = [torch.equal(out[i], x[i]) for i in range(6)]
     assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_normalize_matches_the_formula(channels_last):
+    x = _batch()
+    ref = (x.permute(0, 3, 1, 2).float() / 255 - MEAN.view(1, 3, 1, 1)) / STD.view(1, 3, 1, 1)
+    out = normalize(x, MEAN, STD, channels_last=channels_last)
+    assert out.shape == (6, 3, 16, 16) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_fused_jitter_matches_the_unfused_formula():
+    x = _batch()
+    out = normalize(x, MEAN, STD, _gen(3), brightness=0.3, contrast=0.4)
+    g = _gen(3)
+    k = 1 + (2 * torch.rand(6, generator=g) - 1) * 0.4
+    beta = (2 * torch.rand(6, generator=g) - 1) * 0.3
+    y = (x.permute(0, 3, 1, 2).float() / 255 - MEAN.view(1, 3, 1, 1)) / STD.view(1, 3, 1, 1)
+    m = y.mean(dim=(1, 2, 3), keepdim=True)
+    ref = k.view(-1, 1, 1, 1) * (y - m) + m + beta.view(-1, 1, 1, 1)
+    assert torch.allclose(out, ref, atol=1e-4)
+    assert not torch.allclose(out, y, atol=1e-2)

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -47,8 +48,8 @@ def test_sigkill_at_several_points_then_resume_is_bit_identical(data_dir, tmp_pa
     n_batches = sum(1 for _ in open(data_dir / "train.csv")) - 1
     per_epoch = -(-n_batches // cfg["batch_size"])
     run = tmp_path / "run"
-    # mid-epoch between two checkpoints, right at an epoch's end, and mid-epoch in a later epoch
-    kills = [3, per_epoch, per_epoch + 5]
+    # mid-epoch between two checkpoints, just after an epoch's end, and mid-epoch in a later epoch
+    kills = [3, per_epoch + 1, per_epoch + 5]
     r = _train(data_dir, run, cfg, kill_at=kills[0])
     assert r.returncode == -signal.SIGKILL, r.stderr
     for k in kills[1:]:
@@ -57,7 +58,11 @@ def test_sigkill_at_several_points_then_resume_is_bit_identical(data_dir, tmp_pa
     r = _train(data_dir, run, cfg, "--resume")
     assert r.returncode == 0, r.stderr
     _same_result(ref, run)
-    assert "resuming" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    points = re.findall(r"resuming .* at epoch (\d+), batch (\d+)", log)
+    assert len(points) == 3
+    assert any(int(b) > 0 for _, b in points)  # at least one from the middle of an epoch
+    assert any(int(e) > 1 for e, _ in points)  # and one in a later epoch
 
 
 def test_ctrl_c_saves_and_exits_cleanly_then_resumes(data_dir, tmp_path):

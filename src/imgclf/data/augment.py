@@ -1,60 +1,90 @@
-"""Pure batch augmentations on (B, C, H, W) float tensors, on the model's device.
+"""Whole-batch augmentation and normalisation, as torch ops on the model's device.
 
-Each takes an explicit `torch.Generator` (on the batch's device), so a run's augmentation draws
-are a function of its seed and epoch. Whole-batch ops, in the style of airbench's batch_crop.
+Geometry (crop, flip) runs on the uint8 batch, so it moves a quarter of the bytes that float
+would. Colour jitter and normalisation are both a scale and a shift per image and channel, so
+they are folded into one multiply-add during the uint8 → float conversion: the float batch is
+written once and never re-read by an augmentation. (bench/loader.py measures the difference.)
+
+Every random draw comes from an explicit `torch.Generator` on the batch's device, in a fixed
+order (crop offsets, flips, contrast, brightness), so a run's augmentation is a function of its
+seed and epoch.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn.functional as F
 
 
-def _rand(shape: tuple, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(shape, generator=gen, device=device)
+@dataclass(frozen=True)
+class Augment:
+    crop_pad: int = 0  # pixels of zero padding for the random crop (torchvision's RandomCrop default fill)
+    flip: bool = False  # random left-right flip with probability 0.5
+    brightness: float = 0.0  # shift by U(±brightness), in normalised units (≈ stds)
+    contrast: float = 0.0  # scale around each image's mean by U(1 ± contrast)
+
+
+def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=device)
 
 
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Pad by `pad` (reflect) and crop back to the original size at a random offset per image."""
+    """(B, H, W, C) uint8 → the same shape: each image shifted by its own offset in [−pad, pad]².
+
+    The batch is zero-padded once; a strided view then holds every candidate window of every
+    image, and one indexing op copies out each image's window (row by row, W·C bytes at a time).
+    """
     if pad <= 0:
         return x
-    b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect" if pad < min(h, w) else "replicate")
-    dy = (_rand((b,), gen, x.device) * (2 * pad + 1)).long()  # (B,) in [0, 2*pad]
-    dx = (_rand((b,), gen, x.device) * (2 * pad + 1)).long()
-    rows = (dy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
-    out = padded.gather(2, rows)  # (B, C, H, W + 2*pad)
-    cols = (dx.view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
-    return out.gather(3, cols)  # (B, C, H, W)
+    b, h, w, c = x.shape
+    dy = (_rand(b, gen, x.device) * (2 * pad + 1)).long()  # (B,) in [0, 2·pad]
+    dx = (_rand(b, gen, x.device) * (2 * pad + 1)).long()
+    padded = x.new_zeros((b, h + 2 * pad, w + 2 * pad, c))
+    padded[:, pad:pad + h, pad:pad + w] = x
+    s = padded.stride()
+    windows = padded.as_strided((b, 2 * pad + 1, 2 * pad + 1, h, w, c), (s[0], s[1], s[2], s[1], s[2], s[3]))
+    return windows[torch.arange(b, device=x.device), dy, dx]  # (B, H, W, C)
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Mirror left-right with probability p per image."""
-    flip = (_rand((x.shape[0],), gen, x.device) < p).view(-1, 1, 1, 1)
-    return torch.where(flip, x.flip(3), x)
+    """(B, H, W, C): mirror left-right with probability p per image."""
+    flip = (_rand(x.shape[0], gen, x.device) < p).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(2), x)
 
 
-def color_jitter(x: torch.Tensor, gen: torch.Generator, brightness: float = 0.2,
-                 contrast: float = 0.2) -> torch.Tensor:
-    """Scale contrast around each image's mean by U(1±contrast), then shift by U(±brightness).
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator | None = None,
+              brightness: float = 0.0, contrast: float = 0.0, channels_last: bool = False) -> torch.Tensor:
+    """(B, H, W, C) uint8 → (B, C, H, W) float32 = (x/255 − mean)/std, then colour jitter.
 
-    Works in the normalised space, where a shift of `brightness` is a fraction of one std.
+    Jitter (with `gen`): y ← k·(y − m) + m + β per image, m its mean over channels and pixels,
+    k ~ U(1 ± contrast), β ~ U(±brightness). Written as y = x·S + T with per-(image, channel)
+    S and T, it costs one pass over the batch.
     """
-    b = x.shape[0]
-    if contrast > 0:
-        k = 1 + (2 * _rand((b, 1, 1, 1), gen, x.device) - 1) * contrast
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * k + mean
-    if brightness > 0:
-        x = x + (2 * _rand((b, 1, 1, 1), gen, x.device) - 1) * brightness
-    return x
+    b, h, w, c = x.shape
+    a = 1.0 / (255.0 * std)  # (C,): y = x·a + t
+    t = -mean / std
+    if gen is not None and (brightness > 0 or contrast > 0):
+        k = 1 + (2 * _rand(b, gen, x.device) - 1) * contrast  # (B,)
+        beta = (2 * _rand(b, gen, x.device) - 1) * brightness
+        pixel_mean = x.sum(dim=(1, 2), dtype=torch.int64).float() / (h * w)  # (B, C)
+        m = (pixel_mean * a + t).mean(dim=1)  # (B,) mean of the normalised image
+        scale = k[:, None] * a  # (B, C)
+        shift = k[:, None] * t + ((1 - k) * m + beta)[:, None]
+    else:
+        scale, shift = a[None], t[None]  # (1, C)
+    x = x.permute(0, 3, 1, 2)  # a view: NHWC bytes, NCHW indices
+    if not channels_last:
+        x = x.contiguous()
+    out = x.float()
+    return out.mul_(scale[:, :, None, None]).add_(shift[:, :, None, None])
 
 
-def augment_batch(x: torch.Tensor, gen: torch.Generator, crop_pad: int = 0, flip: bool = False,
-                  brightness: float = 0.0, contrast: float = 0.0) -> torch.Tensor:
-    """The training-time pipeline: crop, then flip, then colour."""
-    x = random_crop(x, crop_pad, gen)
-    if flip:
+def augment_and_normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator | None,
+                          aug: Augment | None, channels_last: bool = False) -> torch.Tensor:
+    """The training-time pipeline on a (B, H, W, C) uint8 batch: crop, flip, then jitter + normalise."""
+    if aug is None or gen is None:
+        return normalize(x, mean, std, channels_last=channels_last)
+    x = random_crop(x, aug.crop_pad, gen)
+    if aug.flip:
         x = random_flip(x, gen)
-    if brightness > 0 or contrast > 0:
-        x = color_jitter(x, gen, brightness, contrast)
-    return x
+    return normalize(x, mean, std, gen, aug.brightness, aug.contrast, channels_last)

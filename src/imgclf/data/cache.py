@@ -213,29 +213,33 @@ def build_cache(data_dir: str | Path, size: int = 64, channels: int = 3, resize:
     return CacheInfo(final, False, reason, meta)
 
 
-class _Stats:
-    """Per-channel sum and sum of squares in float64, streamed chunk by chunk."""
+class ChannelStats:
+    """Per-channel histograms of the uint8 values, streamed chunk by chunk.
+
+    Counting 256 values per channel is exact and, per bench/loader.py's profile, several times
+    cheaper than summing float64 squares, which kept a second decode worker from paying off.
+    """
 
     def __init__(self, channels: int) -> None:
-        self.n, self.s, self.ss = 0, np.zeros(channels), np.zeros(channels)
+        self.hist = np.zeros((channels, 256), np.int64)
 
     def add(self, arr: np.ndarray) -> None:
-        flat = arr.reshape(-1, arr.shape[-1]).astype(np.float64) / 255.0
-        self.n += len(flat)
-        self.s += flat.sum(0)
-        self.ss += (flat * flat).sum(0)
+        for c in range(arr.shape[-1]):
+            self.hist[c] += np.bincount(arr[..., c].ravel(), minlength=256)
 
     def result(self) -> dict:
-        mean = self.s / max(self.n, 1)
-        std = np.sqrt(np.maximum(self.ss / max(self.n, 1) - mean * mean, 0.0))
-        return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
+        v = np.arange(256, dtype=np.float64) / 255.0
+        n = np.maximum(self.hist.sum(1), 1)
+        mean = (self.hist * v).sum(1) / n
+        std = np.sqrt(np.maximum((self.hist * v * v).sum(1) / n - mean * mean, 0.0))
+        return {"mean": [round(float(x), 6) for x in mean], "std": [round(float(x), 6) for x in std]}
 
 
 def _write_packed(tmp: Path, split: str, m: Manifest, settings: dict, workers: int, progress: bool) -> dict:
     size, channels = settings["size"], settings["channels"]
     x = np.lib.format.open_memmap(tmp / f"{split}.npy", mode="w+", dtype=np.uint8,
                                   shape=(len(m), size, size, channels))  # (N, H, W, C) uint8
-    stats = _Stats(channels)
+    stats = ChannelStats(channels)
 
     def sink(start: int, arr: np.ndarray) -> None:
         x[start:start + len(arr)] = arr
@@ -250,7 +254,7 @@ def _write_packed(tmp: Path, split: str, m: Manifest, settings: dict, workers: i
 
 def _write_npz(tmp: Path, split: str, m: Manifest, settings: dict, workers: int, progress: bool) -> dict:
     (tmp / split).mkdir()
-    stats = _Stats(settings["channels"])
+    stats = ChannelStats(settings["channels"])
 
     def sink(start: int, arr: np.ndarray) -> None:
         for j, img in enumerate(arr):

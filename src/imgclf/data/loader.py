@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .augment import normalize
 from .images import ImageReadError, decode
 from .manifest import Manifest
 from ..errors import ImgclfError
@@ -154,12 +155,5 @@ def _prefetched(source, batches: list[np.ndarray], depth: int):
 
 def to_device_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
                     channels_last: bool = False) -> torch.Tensor:
-    """(B, H, W, C) uint8 on the host → (B, C, H, W) float32 on `device`, normalised.
-
-    The permuted view keeps the NHWC bytes, so channels_last costs no copy; otherwise the
-    result is made NCHW-contiguous.
-    """
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = x.contiguous(memory_format=fmt).float().div_(255.0)
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    """(B, H, W, C) uint8 on the host → (B, C, H, W) float32 on `device`, normalised (no augmentation)."""
+    return normalize(x.to(device, non_blocking=True), mean, std, channels_last=channels_last)

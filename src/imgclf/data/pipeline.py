@@ -5,9 +5,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .cache import CacheInfo, build_cache, open_packed, present_splits
+from .cache import CacheInfo, ChannelStats, build_cache, open_packed, present_splits
 from .loader import ArraySource, BatchLoader, FileSource
 from .manifest import check_files_exist, load_data
 from ..errors import ImgclfError
@@ -44,13 +42,10 @@ def prepare(data_dir: str | Path, splits: tuple[str, ...], size: int, channels: 
 
 
 def _stream_stats(source: FileSource) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std of a lazily decoded split (one decode pass, bounded memory)."""
-    s = ss = 0.0
-    n = 0
+    """Per-channel mean/std of a lazily decoded split (one decode pass, bounded memory), computed
+    exactly as the cache computes them so both paths normalise identically."""
+    stats = ChannelStats(source.channels)
     for x, _ in BatchLoader(source, 256, shuffle=False):
-        flat = x.numpy().reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
-        s, ss, n = s + flat.sum(0), ss + (flat * flat).sum(0), n + len(flat)
-    mean = s / n
-    std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
-    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
+        stats.add(x.numpy())
+    r = stats.result()
+    return r["mean"], r["std"]

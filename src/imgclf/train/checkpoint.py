@@ -23,22 +23,26 @@ from safetensors.torch import load as st_load, save as st_save
 
 from .. import __version__
 from ..errors import ImgclfError
-from ..fileio import atomic_write_bytes, atomic_write_json, read_json
+from ..fileio import BackgroundWriter, atomic_write_bytes, atomic_write_json, read_json, run_now_or_later
 from ..models import create_model
 
 FORMAT = "imgclf-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(run_dir: str | Path, name: str, model: nn.Module, meta: dict) -> None:
-    """Write NAME.safetensors, then NAME.json (both atomically)."""
+def save_checkpoint(run_dir: str | Path, name: str, model: nn.Module, meta: dict,
+                    writer: BackgroundWriter | None = None) -> None:
+    """Snapshot the weights now; write NAME.safetensors, then NAME.json (atomically, maybe on `writer`)."""
     run_dir = Path(run_dir)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = st_save(state, metadata={"format": FORMAT})
-    atomic_write_bytes(run_dir / f"{name}.safetensors", blob)
+    blob = _state_dict_blob(model)
     sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "imgclf": __version__, **meta,
                "weights_sha256": hashlib.sha256(blob).hexdigest()}
-    atomic_write_json(run_dir / f"{name}.json", sidecar)
+    run_now_or_later(writer, _write_pair, run_dir / f"{name}.safetensors", blob, run_dir / f"{name}.json", sidecar)
+
+
+def _write_pair(weights_path: Path, blob: bytes, json_path: Path, sidecar: dict) -> None:
+    atomic_write_bytes(weights_path, blob)
+    atomic_write_json(json_path, sidecar)
 
 
 def read_checkpoint(run_dir: str | Path, name: str = "best") -> tuple[dict[str, torch.Tensor], dict]:
@@ -90,21 +94,27 @@ def safe_torch_load(blob: bytes, path: Path):
                           "imgclf wrote, or start a new run") from None
 
 
-def save_resume(run_dir: str | Path, tag: int, model: nn.Module, state: dict) -> None:
-    """Write the resume pair for `tag` (a step counter that only grows), then point latest.json at it."""
+def save_resume(run_dir: str | Path, tag: int, model: nn.Module, state: dict,
+                writer: BackgroundWriter | None = None) -> None:
+    """Snapshot weights and state now; write the pair for `tag` (a step counter that only grows),
+    then point latest.json at it (maybe on `writer`)."""
     d = Path(run_dir) / RESUME_DIR
-    d.mkdir(parents=True, exist_ok=True)
     weights = _state_dict_blob(model)
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(state, buf)  # serialised here, so later training steps cannot change it
     blob = buf.getvalue()
     names = (f"{tag:010d}.safetensors", f"{tag:010d}.pt")
+    latest = {"format": FORMAT, "imgclf": __version__, "tag": tag, "epoch": state["epoch"], "batch": state["batch"],
+              "weights": names[0], "state": names[1], "weights_sha256": hashlib.sha256(weights).hexdigest(),
+              "state_sha256": hashlib.sha256(blob).hexdigest()}
+    run_now_or_later(writer, _write_resume, d, names, weights, blob, latest)
+
+
+def _write_resume(d: Path, names: tuple[str, str], weights: bytes, blob: bytes, latest: dict) -> None:
+    d.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(d / names[0], weights)
     atomic_write_bytes(d / names[1], blob)
-    atomic_write_json(d / "latest.json", {
-        "format": FORMAT, "imgclf": __version__, "tag": tag, "epoch": state["epoch"], "batch": state["batch"],
-        "weights": names[0], "state": names[1], "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        "state_sha256": hashlib.sha256(blob).hexdigest()})
+    atomic_write_json(d / "latest.json", latest)
     for p in d.iterdir():
         if p.name not in (*names, "latest.json") and not p.name.startswith("."):
             p.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from ..config import Config, load_config
 from ..data.loader import BatchLoader
 from ..data.pipeline import Prepared, prepare
 from ..errors import ImgclfError
-from ..fileio import atomic_write_json, atomic_write_text, read_json
+from ..fileio import BackgroundWriter, atomic_write_json, atomic_write_text, read_json
 from ..models import create_model, init_weights
 from .checkpoint import has_resume, load_resume, read_checkpoint, save_checkpoint, save_resume
 from .loop import Position, Sums, ToDevice, eval_epoch, resolve_precision, train_epoch
@@ -105,6 +105,7 @@ class Trainer:
         self.epoch_seconds = 0.0
         self.interrupt_requested = False
         self.kill_at = int(os.environ.get(FAULT_ENV, "0"))
+        self.writer = BackgroundWriter()  # checkpoints are written while training goes on
         self.meta = {"model": cfg.model, "model_args": model_args(cfg), "classes": list(data.classes),
                      "input": {"size": cfg.image_size, "channels": cfg.channels, "resize": cfg.resize},
                      "normalization": {"mean": data.mean, "std": data.std}, "config": cfg.model_dump(),
@@ -138,7 +139,7 @@ class Trainer:
             raise self._diverged(float("nan"))
         if dist.is_main():
             tag = (self.pos.epoch - 1) * len(self.train_loader) + self.pos.batch
-            save_resume(self.run_dir, tag, self.module, self.state_dict())
+            save_resume(self.run_dir, tag, self.module, self.state_dict(), self.writer)
 
     # --- the loop --------------------------------------------------------------------------
     def train(self) -> dict:
@@ -146,6 +147,7 @@ class Trainer:
             while not self.finished and self.pos.epoch <= self.cfg.num_epochs:
                 self._train_epoch()
                 self._end_epoch()
+        self.writer.flush()
         if self.stopper.should_stop and dist.is_main():
             weights, _ = read_checkpoint(self.run_dir, "best")
             self.module.load_state_dict(weights)  # early stopping hands back the best weights
@@ -178,12 +180,14 @@ class Trainer:
         every = self.cfg.checkpoint_every
         if self.interrupt_requested:
             self.save_resume()
+            self.writer.flush()
             raise TrainingInterrupted(
                 f"interrupted at epoch {self.pos.epoch}, batch {self.pos.batch}; the state is saved. "
                 f"Continue with: imgclf train --run {self.run_dir} --resume")
         if every and self.pos.opt_step % every == 0 and self.pos.batch < len(self.train_loader):
             self.save_resume()
         if self.kill_at and (self.pos.epoch - 1) * len(self.train_loader) + self.pos.batch >= self.kill_at:
+            self.writer.flush()  # so a test knows which saved state survives the kill
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _end_epoch(self) -> None:
@@ -207,11 +211,11 @@ class Trainer:
         self.pos = Position(epoch + 1, 0, self.pos.opt_step)
         self.finished = self.stopper.should_stop or epoch >= cfg.num_epochs
         if dist.is_main():
-            atomic_write_text(self.run_dir / "metrics.csv", _metrics_csv(self.rows))
+            self.writer.submit(atomic_write_text, self.run_dir / "metrics.csv", _metrics_csv(self.rows))
             ep_meta = {**self.meta, "epoch": epoch, "metrics": row}
-            save_checkpoint(self.run_dir, "last", self.module, ep_meta)
+            save_checkpoint(self.run_dir, "last", self.module, ep_meta, self.writer)
             if improved:
-                save_checkpoint(self.run_dir, "best", self.module, ep_meta)
+                save_checkpoint(self.run_dir, "best", self.module, ep_meta, self.writer)
             self.tensorboard.epoch(row)
         self.save_resume()
 
@@ -282,8 +286,6 @@ def _run_info(data_dir: Path, data: Prepared, cfg: Config, device: torch.device)
 def _resume_setup(run_dir: Path, config: Config | None, data_dir: Path | None) -> tuple[Config, Path]:
     if not (run_dir / "config.json").exists() or not (run_dir / "run.json").exists():
         raise ImgclfError(f"{run_dir}: not an imgclf run (no config.json/run.json); nothing to resume")
-    if not has_resume(run_dir):
-        load_resume(run_dir)  # raises the explanatory error
     cfg = load_config(base=read_json(run_dir / "config.json"))
     if config is not None:
         diff = sorted(k for k in Config.model_fields if getattr(config, k) != getattr(cfg, k)
@@ -334,6 +336,7 @@ def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None 
             return trainer.train()
         finally:
             trainer.tensorboard.close()
+            trainer.writer.close()
     finally:
         if dist.is_main():
             logging.getLogger("imgclf").removeHandler(handler)
@@ -341,6 +344,9 @@ def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None 
 
 
 def _restore(trainer: Trainer, run_dir: Path, data: Prepared) -> None:
+    if not has_resume(run_dir):  # stopped before its first save: the start is the newest state
+        log.warning("%s: no state was saved yet; training from the beginning with the run's config", run_dir)
+        return
     expected = read_json(run_dir / "last.json").get("manifest_sha256") if (run_dir / "last.json").exists() else None
     if expected and data.cache and expected != data.cache.meta["parts"]["manifests"]:
         raise ImgclfError(f"{run_dir}: the manifests changed since this run started, so a resume would not "

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.augment import augment_batch
-from ..data.loader import BatchLoader, to_device_float
+from ..data.augment import Augment, augment_and_normalize
+from ..data.loader import BatchLoader
 from ..errors import ImgclfError
 from .schedule import Schedule, apply_lr
 
@@ -94,14 +94,22 @@ class Position:
 
 @dataclass
 class ToDevice:
-    """uint8 host batch → normalised float batch on the device."""
+    """uint8 host batch → (augmented) normalised float batch on the device."""
     device: torch.device
     mean: torch.Tensor  # (C,)
     std: torch.Tensor  # (C,)
     channels_last: bool = False
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return to_device_float(x, self.mean, self.std, self.device, self.channels_last)  # (B, C, H, W)
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None,
+                 aug: Augment | None = None) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)  # (B, H, W, C) uint8: 4× fewer bytes than float
+        return augment_and_normalize(x, self.mean, self.std, gen, aug, self.channels_last)  # (B, C, H, W)
+
+
+def augment_of(cfg) -> Augment | None:
+    if not cfg.augment:
+        return None
+    return Augment(cfg.resolved_crop_pad(), cfg.flip, cfg.brightness, cfg.contrast)
 
 
 def train_epoch(model: nn.Module, loader: BatchLoader, to_dev: ToDevice, cfg, optimizer: torch.optim.Optimizer,
@@ -113,11 +121,9 @@ def train_epoch(model: nn.Module, loader: BatchLoader, to_dev: ToDevice, cfg, op
     (a last, shorter group by its own size) and make one optimizer step.
     """
     model.train()
-    n_batches, k = len(loader), cfg.accumulate
+    n_batches, k, aug = len(loader), cfg.accumulate, augment_of(cfg)
     for xb, yb in loader.iter_from(pos.batch):
-        x, y = to_dev(xb), yb.to(to_dev.device, non_blocking=True)
-        if cfg.augment:
-            x = augment_batch(x, gen, cfg.resolved_crop_pad(), cfg.flip, cfg.brightness, cfg.contrast)
+        x, y = to_dev(xb, gen, aug), yb.to(to_dev.device, non_blocking=True)
         group_start = pos.batch // k * k
         group_size = min(k, n_batches - group_start)
         with prec.autocast():

@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
-from ..data.augment import augment_batch
 from ..data.loader import BatchLoader
 from ..data.pipeline import prepare
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..models import create_model, init_weights
 from .fit import model_args, resolve_device
-from .loop import ToDevice, resolve_precision
+from .loop import ToDevice, augment_of, resolve_precision
 from .optim import create_optimizer
 from .schedule import apply_lr
 
@@ -63,9 +62,7 @@ def lr_find(data_dir: str | Path, config: Config | None = None, start_lr: float 
         for xb, yb in loader:
             lr = start_lr * factor ** len(lrs)
             apply_lr(opt, lr)
-            x, y = to_dev(xb), yb.to(device)
-            if cfg.augment:
-                x = augment_batch(x, gen, cfg.resolved_crop_pad(), cfg.flip, cfg.brightness, cfg.contrast)
+            x, y = to_dev(xb, gen, augment_of(cfg)), yb.to(device)
             with prec.autocast():
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
