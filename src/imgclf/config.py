@@ -80,9 +80,10 @@ class Config(BaseModel):
     seed: int = Field(230, description="seeds init, data order, augmentation and dropout")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "fp32", description="bf16: autocast on CPU and GPU; fp16: autocast + grad scaler, GPU only; "
-        "auto: bf16 where the device supports it fast, else fp32")
-    channels_last: Optional[bool] = Field(None, description="NHWC memory layout; null → on for CUDA")
+        "auto", description="bf16: autocast on CPU and GPU; fp16: autocast + grad scaler, GPU only; "
+        "auto: bf16 where the device has fast bf16 (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), else fp32")
+    channels_last: Optional[bool] = Field(None, description="NHWC memory layout; null → on for CUDA, and for "
+                                          "bf16 on the CPU (where oneDNN is fastest with it)")
     compile: bool = Field(False, description="torch.compile the model (slow first epoch, faster after)")
     checkpoint_every: int = Field(0, ge=0, description="also save resume state every N optimizer steps; "
                                   "0 = at each epoch's end only")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy
 
 from ..data.loader import BatchLoader, to_device_float
 from ..data.pipeline import prepare
@@ -34,6 +33,8 @@ def predict_logits(model: torch.nn.Module, loader: BatchLoader, mean: list[float
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
     """Mean cross-entropy, accuracy and per-class accuracy (recall), via torchmetrics."""
+    from torchmetrics.classification import MulticlassAccuracy  # here: its import costs ~1.5 s (scipy)
+
     k = len(classes)
     acc = MulticlassAccuracy(num_classes=k, average="micro")(logits, labels).item()
     per_class = MulticlassAccuracy(num_classes=k, average="none")(logits, labels)
