@@ -5,7 +5,10 @@ The public API (the CLI calls exactly these):
     validate(data_dir)              corrupt files, duplicates, train/test leaks, class balance
     build_cache(data_dir, ...)      decode + resize once into a packed uint8 cache
     fit(data_dir, run_dir, ...)     fit a model, writing a run directory
-    evaluate(run_dir, split, ...)   loss, accuracy, per-class accuracy of a checkpoint
+    evaluate(run_dir, split, ...)   every metric of a checkpoint on a split (best checkpoint by default)
+    write_report(run_dir)           RUN/report.html
+    compare(paths)                  a table of runs
+    lr_find(data_dir, config)       the learning-rate range test
     Config                          the typed training configuration
 Attributes load lazily, so `import imgclf.data.images` (e.g. in a cache worker) does not import torch.
 """
@@ -22,6 +25,9 @@ _API = {
     "load_config": "imgclf.config",
     "fit": "imgclf.train.fit",
     "evaluate": "imgclf.evaluation.metrics",
+    "write_report": "imgclf.evaluation.report",
+    "compare": "imgclf.evaluation.compare",
+    "lr_find": "imgclf.train.lr_find",
     "load_checkpoint": "imgclf.train.checkpoint",
     "create_model": "imgclf.models",
     "init_weights": "imgclf.models.init",

@@ -59,6 +59,7 @@ def _add_train(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="decode images every epoch instead of caching")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue RUN from its newest saved state, exactly")
+    p.add_argument("--no-report", action="store_true", help="skip RUN/report.html (and its evaluations) at the end")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="also save resume state every N optimizer steps (default: at each epoch's end)")
 
@@ -75,12 +76,54 @@ def _add_lr_find(sub) -> None:
     p.add_argument("--out", default="lr_find.png", help="plot file (default lr_find.png; a .json beside it)")
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write RUN/report.html: results, curves, errors, data, config",
+                       parents=[_COMMON])
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--data", help="data directory (default: the one the run was trained on)")
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a run's checkpoint on a split", parents=[_COMMON])
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="default test")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default best")
     p.add_argument("--data", help="data directory (default: the one the run was trained on)")
+
+
+def _add_compare(sub) -> None:
+    from .evaluation.compare import METRICS, SORT_KEYS  # no torch: a quick import
+
+    p = sub.add_parser("compare", help="tabulate and plot runs side by side: differing config keys, metrics",
+                       parents=[_COMMON])
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories, or folders searched (recursively) for runs")
+    p.add_argument("--metric", default="valid_acc", choices=list(METRICS),
+                   help="the headline metric column (default valid_acc: at the best epoch)")
+    p.add_argument("--sort", choices=list(SORT_KEYS), help="sort rows by this, best first (default: --metric)")
+    p.add_argument("--out", help="folder for compare.md and compare_valid.png (default: the folder given, "
+                                 "else the runs' common parent)")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="predict the class of new images with a run's checkpoint", parents=[_COMMON])
+    p.add_argument("--run", required=True, help="run directory (nothing else is needed)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (every image below) or CSVs with a path column")
+    p.add_argument("--out", help="write the predictions to this file (default: stdout)")
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per image (default 3, at most all)")
+    p.add_argument("--json", action="store_true", help="JSON instead of CSV")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default best")
+    p.add_argument("--batch-size", type=int, default=256, help="images decoded and predicted at once (default 256)")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a run's checkpoint as a standalone ONNX or TorchScript model",
+                       parents=[_COMMON])
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="model file format")
+    p.add_argument("--out", help="model file (default RUN/model.onnx or RUN/model.torchscript.pt; a .json beside it)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default best")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_lr_find(sub)
     _add_evaluate(sub)
+    _add_report(sub)
+    _add_predict(sub)
+    _add_export(sub)
+    _add_compare(sub)
     p = sub.add_parser("demo", help="the whole pipeline on scikit-learn's bundled digits", parents=[_COMMON])
     p.add_argument("--out", default="runs/demo", help="where to write data and runs (default runs/demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -162,25 +209,53 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
             overrides["checkpoint_every"] = args.checkpoint_every
         base = _run_config(args.run) if args.resume else None
         cfg = load_config(args.config, overrides, base=base) if (base or args.config or overrides) else None
-        summary = fit(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress, resume=args.resume)
+        summary = fit(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress, resume=args.resume,
+                      report=not args.no_report)
         print(f"best valid accuracy {summary['best_valid_acc']:.4f} at epoch {summary['best_epoch']}; "
-              f"run in {summary['run_dir']}")
+              f"run in {summary['run_dir']}" + (f"; report: {summary['report']}" if "report" in summary else ""))
     elif args.command == "lr-find":
         from .train.lr_find import lr_find
 
         result = lr_find(args.data, load_config(args.config, parse_set(args.set)), args.start_lr, args.end_lr,
                          args.steps, args.out)
         print(f"suggested learning_rate {result['suggested_lr']:.2e}: {result['reason']}\nplot: {result['plot']}")
+    elif args.command == "report":
+        from .evaluation.report import write_report
+
+        print(write_report(args.run, args.data))
     elif args.command == "evaluate":
         from .evaluation.metrics import evaluate
 
         print(json.dumps(evaluate(args.run, args.split, args.checkpoint, args.data), indent=2))
+    elif args.command == "compare":
+        from .evaluation.compare import compare
+
+        print(compare(args.runs, args.metric, args.sort, args.out)["table"])
+    elif args.command == "predict":
+        from .evaluation.predict import format_predictions, predict, write_predictions
+
+        rows, skipped = predict(args.run, args.inputs, args.top_k, args.checkpoint, args.batch_size)
+        for path, reason in skipped:
+            print(f"imgclf: skipped {path}: {reason}", file=sys.stderr)
+        if not rows:
+            raise ImgclfError(f"no image could be predicted ({len(skipped)} input(s) skipped, see above)")
+        text = format_predictions(rows, skipped, args.json)
+        if args.out:
+            write_predictions(text, args.out)
+        else:
+            sys.stdout.write(text)
+    elif args.command == "export":
+        from .evaluation.export import export, sidecar_path
+
+        path = export(args.run, args.format, args.out, args.checkpoint)
+        print(f"wrote {path} and {sidecar_path(path)}")
     elif args.command == "demo":
         from .demo import format_table, run_demo
 
         out = run_demo(args.out, parse_set(args.set), progress)
         print(f"\nimgclf demo: digits, best checkpoint of {out['run_dir']}\n")
         print(format_table(out["results"]))
+        print(f"\nreport: {out['report']}")
     return 0
 
 

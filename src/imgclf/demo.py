@@ -11,8 +11,7 @@ from PIL import Image
 
 from .config import load_config
 from .data.manifest import make_manifests
-from .evaluation.metrics import evaluate
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, read_json
 from .train.fit import fit
 
 log = logging.getLogger(__name__)
@@ -60,13 +59,15 @@ def run_demo(out: str | Path = "runs/demo", overrides: dict | None = None, progr
     make_manifests(labels_csv, data_dir, labels="csv", seed=230)
     cfg = load_config(base=DEMO_CONFIG, overrides=overrides)
     run_dir = next_run_dir(out)
-    fit(data_dir, run_dir, cfg, progress=progress)
-    results = {s: evaluate(run_dir, s, "best") for s in ("train", "valid", "test")}
-    return {"run_dir": str(run_dir), "results": results}
+    summary = fit(data_dir, run_dir, cfg, progress=progress)  # ends with report.html and metrics_<split>.json
+    results = {s: read_json(run_dir / f"metrics_{s}.json") for s in ("train", "valid", "test")}
+    return {"run_dir": str(run_dir), "results": results, "report": summary["report"]}
 
 
 def format_table(results: dict) -> str:
-    lines = ["split   n      loss     accuracy", "-----   -----  -------  --------"]
+    lines = ["split   n      loss     accuracy   95% CI", "-----   -----  -------  --------   ---------------"]
     for s, r in results.items():
-        lines.append(f"{s:<7} {r['n']:<6} {r['loss']:<8.4f} {100 * r['accuracy']:.2f}%")
+        lo, hi = r["accuracy_ci95"]
+        lines.append(f"{s:<7} {r['n']:<6} {r['loss']:<8.4f} {100 * r['accuracy']:6.2f}%    "
+                     f"{100 * lo:.1f}% – {100 * hi:.1f}%")
     return "\n".join(lines)

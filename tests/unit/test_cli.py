@@ -23,7 +23,7 @@ def test_manifest_train_evaluate(tmp_path, image_folder, capsys):
     assert {p.name for p in data.iterdir()} >= {"train.csv", "valid.csv", "test.csv", "classes.json"}
     assert main(["train", "--data", str(data), "--run", str(run), *SETS]) == 0
     for f in ("config.json", "run.json", "metrics.csv", "train.log", "best.safetensors", "best.json",
-              "last.safetensors", "last.json"):
+              "last.safetensors", "last.json", "report.html", "metrics_train.json", "metrics_valid.json"):
         assert (run / f).is_file(), f
     rows = _metrics_without_time(run)
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -44,16 +44,17 @@ def test_manifest_train_evaluate(tmp_path, image_folder, capsys):
 def test_same_seed_same_metrics_and_weights(data_dir, tmp_path):
     runs = [tmp_path / "r1", tmp_path / "r2"]
     for run in runs:
-        assert main(["train", "--data", str(data_dir), "--run", str(run), *SETS]) == 0
+        assert main(["train", "--no-report", "--data", str(data_dir), "--run", str(run), *SETS]) == 0
     assert _metrics_without_time(runs[0]) == _metrics_without_time(runs[1])
     assert (runs[0] / "last.safetensors").read_bytes() == (runs[1] / "last.safetensors").read_bytes()
-    assert main(["train", "--data", str(data_dir), "--run", str(tmp_path / "r3"), *SETS, "--set", "seed=1"]) == 0
+    assert main(["train", "--no-report", "--data", str(data_dir), "--run", str(tmp_path / "r3"), *SETS,
+                 "--set", "seed=1"]) == 0
     assert _metrics_without_time(runs[0]) != _metrics_without_time(tmp_path / "r3")
 
 
 def test_lazy_path_matches_cached_path(data_dir, tmp_path):
-    main(["train", "--data", str(data_dir), "--run", str(tmp_path / "c"), *SETS])
-    main(["train", "--data", str(data_dir), "--run", str(tmp_path / "l"), *SETS, "--no-cache"])
+    main(["train", "--no-report", "--data", str(data_dir), "--run", str(tmp_path / "c"), *SETS])
+    main(["train", "--no-report", "--data", str(data_dir), "--run", str(tmp_path / "l"), *SETS, "--no-cache"])
     assert _metrics_without_time(tmp_path / "c") == _metrics_without_time(tmp_path / "l")
 
 
@@ -76,7 +77,7 @@ def _error(capsys, argv):
 
 
 def _train(data, run):
-    return ["train", "--data", str(data), "--run", str(run), *SETS]
+    return ["train", "--no-report", "--data", str(data), "--run", str(run), *SETS]
 
 
 def _edit_csv(path, fn):

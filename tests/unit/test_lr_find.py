@@ -19,7 +19,7 @@ def test_suggest_picks_the_steepest_descent_before_the_minimum():
 def test_cli_writes_the_plot_and_changes_no_run(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
-    assert main(["train", "--data", str(data_dir), "--run", str(run), *sets]) == 0
+    assert main(["train", "--no-report", "--data", str(data_dir), "--run", str(run), *sets]) == 0
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     out = tmp_path / "lr.png"
     assert main(["lr-find", "--data", str(data_dir), *sets, "--steps", "30", "--out", str(out)]) == 0

@@ -23,7 +23,7 @@ def _train(data, run, cfg, *extra, kill_at=None):
     env = {**os.environ, FAULT_ENV: str(kill_at)} if kill_at else dict(os.environ)
     env.pop(FAULT_ENV, None) if not kill_at else None
     sets = [a for k, v in cfg.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-    args = [sys.executable, "-m", "imgclf", "-q", "train", "--run", str(run), *extra]
+    args = [sys.executable, "-m", "imgclf", "-q", "train", "--no-report", "--run", str(run), *extra]
     args += ["--data", str(data), *sets] if "--resume" not in extra else []
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
@@ -72,7 +72,7 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resumes(data_dir, tmp_path):
     run = tmp_path / "run"
     sets = [a for k, v in cfg.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    p = subprocess.Popen([sys.executable, "-m", "imgclf", "-q", "train", "--data", str(data_dir), "--run", str(run),
+    p = subprocess.Popen([sys.executable, "-m", "imgclf", "-q", "train", "--no-report", "--data", str(data_dir), "--run", str(run),
                           *sets], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "resume" / "latest.json").exists() and p.poll() is None and time.monotonic() < deadline:
@@ -91,9 +91,9 @@ def test_resume_refuses_a_changed_config(data_dir, tmp_path, capsys):
 
     run = tmp_path / "run"
     assert _train(data_dir, run, {**BASE, "num_epochs": 1}).returncode == 0
-    assert main(["train", "--run", str(run), "--resume", "--set", "learning_rate=0.5"]) == 2
+    assert main(["train", "--no-report", "--run", str(run), "--resume", "--set", "learning_rate=0.5"]) == 2
     assert "learning_rate" in capsys.readouterr().err
-    assert main(["train", "--run", str(run), "--resume", "--checkpoint-every", "5"]) == 0  # harmless key
+    assert main(["train", "--no-report", "--run", str(run), "--resume", "--checkpoint-every", "5"]) == 0  # harmless key
 
 
 class _Evil:

@@ -29,6 +29,10 @@ class ArraySource:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def labels(self) -> np.ndarray:
+        return self.y
+
     def get(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.x[idx], self.y[idx]
 
@@ -42,6 +46,10 @@ class FileSource:
 
     def __len__(self) -> int:
         return len(self.manifest)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.manifest.labels
 
     def get(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.empty((len(idx), self.size, self.size, self.channels), np.uint8)

@@ -300,11 +300,12 @@ def _resume_setup(run_dir: Path, config: Config | None, data_dir: Path | None) -
 
 
 def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None = None, overwrite: bool = False,
-        progress: bool = False, resume: bool = False) -> dict:
+        progress: bool = False, resume: bool = False, report: bool = True) -> dict:
     """Fit a model on DATA/train.csv, select on valid.csv, and write the run directory.
 
     With `resume`, continue RUN from its newest resume point (DATA defaults to the run's), with
-    the same result, bit for bit on the CPU, as if it had never stopped. Returns a summary.
+    the same result, bit for bit on the CPU, as if it had never stopped. With `report`, end by
+    evaluating the best checkpoint on every split and writing RUN/report.html. Returns a summary.
     """
     run_dir = Path(run_dir)
     if resume:
@@ -336,10 +337,15 @@ def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None 
                  ", channels_last" if trainer.to_dev.channels_last else "")
         trainer.tensorboard = TensorBoard(run_dir, enabled=dist.is_main())
         try:
-            return trainer.train()
+            summary = trainer.train()
         finally:
             trainer.tensorboard.close()
             trainer.writer.close()
+        if report and dist.is_main():
+            from ..evaluation.report import write_report
+
+            summary["report"] = str(write_report(run_dir, data_dir))
+        return summary
     finally:
         if dist.is_main():
             logging.getLogger("imgclf").removeHandler(handler)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..config import Config
 from ..data.loader import BatchLoader
 from ..data.pipeline import prepare
-from ..fileio import atomic_write_bytes, atomic_write_json
+from ..fileio import atomic_write_json
 from ..models import create_model, init_weights
 from .fit import model_args, resolve_device
 from .loop import ToDevice, augment_of, resolve_precision
@@ -91,14 +91,9 @@ def lr_find(data_dir: str | Path, config: Config | None = None, start_lr: float 
 
 
 def _plot(lrs: np.ndarray, losses: np.ndarray, smoothed: np.ndarray, suggested: float, out: Path) -> None:
-    import io
+    from ..evaluation.plots import _figure, _save
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig, ax = _figure(7, 4.5)
     ax.plot(lrs, losses, color="0.75", lw=1, label="loss per step")
     ax.plot(lrs, smoothed, color="C0", lw=2, label="smoothed loss")
     ax.axvline(suggested, color="C3", ls="--", label=f"suggested {suggested:.2e}")
@@ -111,7 +106,4 @@ def _plot(lrs: np.ndarray, losses: np.ndarray, smoothed: np.ndarray, suggested: 
     ax.set_title("LR range test")
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    _save(fig, out)
