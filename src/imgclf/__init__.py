@@ -9,6 +9,8 @@ The public API (the CLI calls exactly these):
     write_report(run_dir)           RUN/report.html
     compare(paths)                  a table of runs
     lr_find(data_dir, config)       the learning-rate range test
+    predict(run_dir, inputs)        class probabilities for new images
+    export(run_dir, format)         a standalone ONNX or TorchScript model
     Config                          the typed training configuration
 Attributes load lazily, so `import imgclf.data.images` (e.g. in a cache worker) does not import torch.
 """
@@ -28,6 +30,8 @@ _API = {
     "write_report": "imgclf.evaluation.report",
     "compare": "imgclf.evaluation.compare",
     "lr_find": "imgclf.train.lr_find",
+    "predict": "imgclf.evaluation.predict",
+    "export": "imgclf.evaluation.export",
     "load_checkpoint": "imgclf.train.checkpoint",
     "create_model": "imgclf.models",
     "init_weights": "imgclf.models.init",

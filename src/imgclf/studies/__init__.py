@@ -1,0 +1,1 @@
+"""Studies: controlled comparisons of init schemes and regularisers, layer statistics, search."""
