@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -75,8 +76,10 @@ def _metrics_csv(rows: list[dict]) -> str:
 class Trainer:
     """Model, optimizer, schedule, early stopping, loaders and position of one training run."""
 
-    def __init__(self, cfg: Config, data: Prepared, run_dir: Path, device: torch.device, progress: bool = False):
+    def __init__(self, cfg: Config, data: Prepared, run_dir: Path, device: torch.device, progress: bool = False,
+                 on_epoch_end: Callable[[dict], None] | None = None):
         self.cfg, self.data, self.run_dir, self.device, self.progress = cfg, data, run_dir, device, progress
+        self.on_epoch_end = on_epoch_end
         torch.manual_seed(cfg.seed)  # dropout draws; init, data order and augmentation have their own
         self.module = create_model(cfg.model, len(data.classes), cfg.channels, cfg.image_size, **model_args(cfg))
         init_weights(self.module, cfg.init, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
@@ -220,6 +223,8 @@ class Trainer:
                 save_checkpoint(self.run_dir, "best", self.module, ep_meta, self.writer)
             self.tensorboard.epoch(row)
         self.save_resume()
+        if self.on_epoch_end is not None:  # e.g. a search's pruner; may raise to stop the run
+            self.on_epoch_end(dict(row))
 
     def _diverged(self, value: float) -> ImgclfError:
         return ImgclfError(f"epoch {self.pos.epoch}: the training loss is {value}; lower learning_rate (now "
@@ -300,12 +305,15 @@ def _resume_setup(run_dir: Path, config: Config | None, data_dir: Path | None) -
 
 
 def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None = None, overwrite: bool = False,
-        progress: bool = False, resume: bool = False, report: bool = True) -> dict:
+        progress: bool = False, resume: bool = False, report: bool = True,
+        on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Fit a model on DATA/train.csv, select on valid.csv, and write the run directory.
 
     With `resume`, continue RUN from its newest resume point (DATA defaults to the run's), with
     the same result, bit for bit on the CPU, as if it had never stopped. With `report`, end by
-    evaluating the best checkpoint on every split and writing RUN/report.html. Returns a summary.
+    evaluating the best checkpoint on every split and writing RUN/report.html. `on_epoch_end` is
+    called with each epoch's metrics row after its checkpoints are saved; an exception it raises
+    (an Optuna pruner's TrialPruned, say) stops the run there. Returns a summary.
     """
     run_dir = Path(run_dir)
     if resume:
@@ -328,7 +336,7 @@ def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None 
             atomic_write_json(run_dir / "config.json", cfg.model_dump())
             atomic_write_json(run_dir / "run.json", _run_info(data_dir, data, cfg, device))
     try:
-        trainer = Trainer(cfg, data, run_dir, device, progress)
+        trainer = Trainer(cfg, data, run_dir, device, progress, on_epoch_end)
         if resume:
             _restore(trainer, run_dir, data)
         log.info("training %s on %d images (%d classes), validating on %d, %d epochs, device %s, %s%s",
