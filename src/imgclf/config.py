@@ -87,6 +87,8 @@ class Config(BaseModel):
     compile: bool = Field(False, description="torch.compile the model (slow first epoch, faster after)")
     checkpoint_every: int = Field(0, ge=0, description="also save resume state every N optimizer steps; "
                                   "0 = at each epoch's end only")
+    track_stats: int = Field(0, ge=0, description="record per-layer activation and gradient statistics every N "
+                             "training batches into RUN/layer_stats.json; 0 = off (no hooks at all)")
 
     @field_validator("model")
     @classmethod

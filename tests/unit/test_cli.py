@@ -166,3 +166,11 @@ def test_demo_writes_a_normal_run(tmp_path, capsys, monkeypatch):
     assert len(list((tmp_path / "demo" / "digits" / "images").glob("*.png"))) == 1797
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0  # a second demo keeps the first
     assert (tmp_path / "demo" / "run-2" / "metrics_test.json").exists() and run.exists()
+
+
+def test_quiet_keeps_the_terminal_quiet_but_the_log_complete(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "-q", "--no-report", "--data", str(data_dir), "--run", str(run), *SETS]) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/2" not in captured.err and "best valid accuracy" in captured.out
+    assert "epoch 1/2" in (run / "train.log").read_text()

@@ -34,6 +34,7 @@ from .optim import create_optimizer
 from .rng import get_rng_state, set_rng_state
 from .schedule import Schedule
 from .stopping import EarlyStopping
+from ..studies.layer_stats import LayerStats
 
 log = logging.getLogger("imgclf.train")
 
@@ -111,6 +112,7 @@ class Trainer:
         self.interrupt_requested = False
         self.kill_at = int(os.environ.get(FAULT_ENV, "0"))
         self.writer = BackgroundWriter()  # checkpoints are written while training goes on
+        self.stats = LayerStats(self.module, cfg.track_stats) if cfg.track_stats else None
         self.meta = {"model": cfg.model, "model_args": model_args(cfg), "classes": list(data.classes),
                      "input": {"size": cfg.image_size, "channels": cfg.channels, "resize": cfg.resize},
                      "normalization": {"mean": data.mean, "std": data.std}, "config": cfg.model_dump(),
@@ -124,7 +126,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "stopper": self.stopper.state_dict(),
                 "scaler": self.prec.scaler.state_dict() if self.prec.scaler else None,
-                "rng": get_rng_state(self.gen)}
+                "rng": get_rng_state(self.gen), "layer_stats": self.stats.records if self.stats else []}
 
     def load_state_dict(self, weights: dict, state: dict) -> None:
         self.module.load_state_dict(weights)
@@ -138,12 +140,15 @@ class Trainer:
         if self.prec.scaler and state["scaler"]:
             self.prec.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], self.gen)
+        if self.stats:
+            self.stats.records = list(state.get("layer_stats", []))
+            self.stats.active = self.stats.wants(self._global_batch())
 
     def save_resume(self) -> None:
         if not torch.isfinite(self.sums.loss):  # never replace a good resume point with a diverged one
             raise self._diverged(float("nan"))
         if dist.is_main():
-            tag = (self.pos.epoch - 1) * len(self.train_loader) + self.pos.batch
+            tag = self._global_batch()
             save_resume(self.run_dir, tag, self.module, self.state_dict(), self.writer)
 
     # --- the loop --------------------------------------------------------------------------
@@ -174,12 +179,29 @@ class Trainer:
         n_images = len(self.train_loader.indices())
         bar = EpochBar(self.progress, epoch, self.cfg.num_epochs, n_images, min(self.pos.batch * self.cfg.batch_size,
                                                                                  n_images))
+        def on_batch(n: int, loss: torch.Tensor) -> None:
+            bar.update(n, loss)
+            if self.stats is not None:
+                self._track(self._global_batch() - 1)
+
         try:
             train_epoch(self.model, self.train_loader, self.to_dev, self.cfg, self.optimizer, self.schedule,
-                        self.prec, self.gen, self.pos, self.sums, self._after_step, bar.update)
+                        self.prec, self.gen, self.pos, self.sums, self._after_step, on_batch)
         finally:
             bar.close()
         self.epoch_seconds += time.perf_counter() - t0
+
+    def _global_batch(self) -> int:
+        """Training batches done since the start (the index of the next one)."""
+        return (self.pos.epoch - 1) * len(self.train_loader) + self.pos.batch
+
+    def _track(self, step: int) -> None:
+        """After a batch's backward: record its layer statistics if armed, then arm for the next."""
+        if self.stats.active:
+            self.stats.collect(step, self.pos.epoch)
+            if dist.is_main():
+                self.writer.submit(atomic_write_json, self.run_dir / "layer_stats.json", list(self.stats.records))
+        self.stats.active = self.stats.wants(step + 1)
 
     def _after_step(self) -> None:
         every = self.cfg.checkpoint_every
@@ -191,7 +213,7 @@ class Trainer:
                 f"Continue with: imgclf train --run {self.run_dir} --resume")
         if every and self.pos.opt_step % every == 0 and self.pos.batch < len(self.train_loader):
             self.save_resume()
-        if self.kill_at and (self.pos.epoch - 1) * len(self.train_loader) + self.pos.batch >= self.kill_at:
+        if self.kill_at and self._global_batch() >= self.kill_at:
             self.writer.flush()  # so a test knows which saved state survives the kill
             os.kill(os.getpid(), signal.SIGKILL)
 
