@@ -36,6 +36,7 @@ from imgclf.data.cache import build_cache, open_packed
 from imgclf.data.manifest import make_manifests
 from imgclf.models import create_model, init_weights
 from imgclf.train import fit as fit_mod
+from imgclf.train.trainer import Trainer
 
 SIGNS = Path(__file__).resolve().parents[2] / "shared" / "data" / "signs"
 OUT = Path(__file__).resolve().parent / "out"
@@ -96,7 +97,7 @@ def plain(data, epochs: int) -> list[float]:
 
 def imgclf_fit(d: Path, epochs: int) -> list[float]:
     ends = [time.perf_counter()]
-    original = fit_mod.Trainer._end_epoch
+    original = Trainer._end_epoch
 
     def timed(self):
         original(self)
@@ -104,13 +105,13 @@ def imgclf_fit(d: Path, epochs: int) -> list[float]:
 
     cfg = Config(num_epochs=epochs, augment=False, batch_size=BATCH, learning_rate=LR, weight_decay=0.0,
                  seed=SEED)
-    fit_mod.Trainer._end_epoch = timed
+    Trainer._end_epoch = timed
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t_start = time.perf_counter()
             fit_mod.fit(d, Path(tmp) / "run", cfg)
     finally:
-        fit_mod.Trainer._end_epoch = original
+        Trainer._end_epoch = original
     ends[0] = t_start
     return ends
 

@@ -62,6 +62,6 @@ def test_a_run_records_every_n_batches_and_costs_nothing_when_off(data_dir, tmp_
     assert steps[0] == 0 and all(s % 2 == 0 for s in steps) and steps == sorted(set(steps))
     assert set(records[0]["layers"]) == {"features.0", "features.4", "features.8", "head.1", "head.5"}
     created = []
-    monkeypatch.setattr("imgclf.train.fit.LayerStats", lambda *a, **k: created.append(1))
+    monkeypatch.setattr("imgclf.train.trainer.LayerStats", lambda *a, **k: created.append(1))
     fit(data_dir, tmp_path / "off", load_config(overrides=TINY), report=False)
     assert not created and not (tmp_path / "off" / "layer_stats.json").exists()

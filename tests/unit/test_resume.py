@@ -13,7 +13,7 @@ import pytest
 
 from imgclf.errors import ImgclfError
 from imgclf.train.checkpoint import load_resume, read_checkpoint
-from imgclf.train.fit import FAULT_ENV
+from imgclf.train.trainer import FAULT_ENV
 
 BASE = {"image_size": 16, "num_channels": 4, "fc_units": 16, "batch_size": 4, "num_epochs": 3,
         "checkpoint_every": 2, "dropout_rate": 0.3}  # augmentation and dropout on: their RNGs must resume too

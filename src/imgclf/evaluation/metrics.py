@@ -23,7 +23,7 @@ from ..data.pipeline import prepare
 from ..errors import ImgclfError
 from ..fileio import atomic_write_json, read_json
 from ..train.checkpoint import load_checkpoint
-from ..train.fit import resolve_device
+from ..train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 

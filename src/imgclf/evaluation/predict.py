@@ -29,7 +29,7 @@ from ..data.manifest import IMAGE_EXTS, find_images
 from ..errors import ImgclfError, where
 from ..fileio import atomic_write_text
 from ..train.checkpoint import load_checkpoint
-from ..train.fit import resolve_device
+from ..train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 

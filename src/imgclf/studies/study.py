@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import logging
 import math
 import re
 from pathlib import Path
 
-import numpy as np
 
 from ..config import load_config
 from ..data.manifest import load_split

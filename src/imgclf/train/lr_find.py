@@ -18,7 +18,7 @@ from ..data.loader import BatchLoader
 from ..data.pipeline import prepare
 from ..fileio import atomic_write_json
 from ..models import create_model, init_weights
-from .fit import model_args, resolve_device
+from .trainer import model_args, resolve_device
 from .loop import ToDevice, augment_of, resolve_precision
 from .optim import create_optimizer
 from .schedule import apply_lr
