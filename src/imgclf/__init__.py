@@ -11,6 +11,8 @@ The public API (the CLI calls exactly these):
     lr_find(data_dir, config)       the learning-rate range test
     predict(run_dir, inputs)        class probabilities for new images
     export(run_dir, format)         a standalone ONNX or TorchScript model
+    run_study(kind, data_dir, ...)  controlled init / regularisation studies
+    search(data_dir, space, ...)    Optuna hyperparameter search
     Config                          the typed training configuration
 Attributes load lazily, so `import imgclf.data.images` (e.g. in a cache worker) does not import torch.
 """
@@ -31,6 +33,8 @@ _API = {
     "compare": "imgclf.evaluation.compare",
     "lr_find": "imgclf.train.lr_find",
     "predict": "imgclf.evaluation.predict",
+    "search": "imgclf.studies.search",
+    "run_study": "imgclf.studies.study",
     "export": "imgclf.evaluation.export",
     "load_checkpoint": "imgclf.train.checkpoint",
     "create_model": "imgclf.models",

@@ -60,6 +60,8 @@ def _add_train(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue RUN from its newest saved state, exactly")
     p.add_argument("--no-report", action="store_true", help="skip RUN/report.html (and its evaluations) at the end")
+    p.add_argument("--track-stats", type=int, metavar="N",
+                   help="record per-layer activation/gradient statistics every N batches into RUN/layer_stats.json")
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="also save resume state every N optimizer steps (default: at each epoch's end)")
 
@@ -81,6 +83,24 @@ def _add_report(sub) -> None:
                        parents=[_COMMON])
     p.add_argument("--run", required=True, help="run directory")
     p.add_argument("--data", help="data directory (default: the one the run was trained on)")
+
+
+def _add_study(sub) -> None:
+    p = sub.add_parser("study", help="controlled side-by-side experiments: init schemes or regularisers",
+                       parents=[_COMMON])
+    kinds = p.add_subparsers(dest="study_kind", required=True)
+    for kind, flag, default, what in (
+            ("init", "--schemes", "zeros,normal:1.0,xavier_uniform,he_normal,torch_default",
+             "init schemes; normal:STD sets its std"),
+            ("regularization", "--variants", "none,l2:1e-3,dropout:0.5,augment,early_stop",
+             "none, l2[:λ], dropout[:p], augment, early_stop[:patience]; each adds one regulariser to none")):
+        q = kinds.add_parser(kind, help=f"one run per {flag[2:-1]}, identical otherwise", parents=[_COMMON])
+        q.add_argument("--data", required=True, help="data directory with the manifests")
+        q.add_argument(flag, dest="variants", default=default, help=f"comma-separated {what} (default {default})")
+        q.add_argument("--epochs", type=int, default=3, help="epochs per variant (default 3)")
+        q.add_argument("--out", help=f"study folder (default runs/study-{kind})")
+        q.add_argument("--threshold", type=float, default=0.8, help="valid accuracy whose first epoch is reported")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for all")
 
 
 def _add_evaluate(sub) -> None:
@@ -126,6 +146,24 @@ def _add_export(sub) -> None:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="default best")
 
 
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="hyperparameter search with Optuna: one run directory per trial",
+                       parents=[_COMMON])
+    p.add_argument("--data", required=True, help="data directory with the manifests")
+    p.add_argument("--space", required=True, help="YAML file: config key -> {type: float|int|categorical, low, "
+                                                  "high, log, step, choices}")
+    p.add_argument("--trials", type=int, required=True, metavar="N",
+                   help="finished (complete + pruned) trials to reach; running the command again continues")
+    p.add_argument("--out", help="study folder: trial-NNNN runs, study.db, compare.md "
+                                 "(default runs/search-<space file name>)")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid"], help="default tpe")
+    p.add_argument("--storage", help="Optuna database URL shared by the workers (default sqlite:///OUT/study.db)")
+    p.add_argument("--study", help="study name in the storage (default: the --out folder's name)")
+    p.add_argument("--jobs", type=int, default=1, metavar="K", help="worker processes (default 1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config key for every trial")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclf", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
@@ -139,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lr_find(sub)
     _add_evaluate(sub)
     _add_report(sub)
+    _add_study(sub)
     _add_predict(sub)
     _add_export(sub)
     _add_compare(sub)
+    _add_search(sub)
     p = sub.add_parser("demo", help="the whole pipeline on scikit-learn's bundled digits", parents=[_COMMON])
     p.add_argument("--out", default="runs/demo", help="where to write data and runs (default runs/demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -164,9 +204,10 @@ def _setup_logging(quiet: bool, verbose: bool) -> bool:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(level)  # the terminal's level; a run's train.log still gets INFO
     root = logging.getLogger("imgclf")
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(min(level, logging.INFO))
     root.propagate = False
     return not quiet and sys.stderr.isatty()  # progress bars only on a terminal
 
@@ -207,6 +248,8 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
             overrides["cache"] = False
         if args.checkpoint_every is not None:
             overrides["checkpoint_every"] = args.checkpoint_every
+        if args.track_stats is not None:
+            overrides["track_stats"] = args.track_stats
         base = _run_config(args.run) if args.resume else None
         cfg = load_config(args.config, overrides, base=base) if (base or args.config or overrides) else None
         summary = fit(args.data, args.run, cfg, overwrite=args.overwrite, progress=progress, resume=args.resume,
@@ -219,6 +262,13 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
         result = lr_find(args.data, load_config(args.config, parse_set(args.set)), args.start_lr, args.end_lr,
                          args.steps, args.out)
         print(f"suggested learning_rate {result['suggested_lr']:.2e}: {result['reason']}\nplot: {result['plot']}")
+    elif args.command == "study":
+        from .studies.study import parse_init_schemes, parse_reg_variants, run_study
+
+        parse = parse_init_schemes if args.study_kind == "init" else parse_reg_variants
+        summary = run_study(args.study_kind, args.data, parse(args.variants), args.out or f"runs/study-{args.study_kind}",
+                            args.epochs, args.threshold, parse_set(args.set))
+        print("\n".join(f"- {t}" for t in summary["readings"]))
     elif args.command == "report":
         from .evaluation.report import write_report
 
@@ -231,6 +281,15 @@ def _run(args: argparse.Namespace, progress: bool) -> int:
         from .evaluation.compare import compare
 
         print(compare(args.runs, args.metric, args.sort, args.out)["table"])
+    elif args.command == "search":
+        from pathlib import Path
+
+        from .studies.search import format_result, search
+
+        out = args.out or f"runs/search-{Path(args.space).stem}"
+        result = search(args.data, args.space, args.trials, out, args.sampler, args.storage, args.study, args.jobs,
+                        parse_set(args.set), progress=progress)
+        print(format_result(result))
     elif args.command == "predict":
         from .evaluation.predict import format_predictions, predict, write_predictions
 
@@ -265,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, progress)
     except ImgclfError as e:
-        from .train.fit import TrainingInterrupted
+        from .train.trainer import TrainingInterrupted
 
         print(f"imgclf: {'' if isinstance(e, TrainingInterrupted) else 'error: '}{e}", file=sys.stderr)
         return 130 if isinstance(e, TrainingInterrupted) else 2

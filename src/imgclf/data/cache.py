@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ImgclfError
-from ..fileio import atomic_write_json, read_json
+from ..fileio import atomic_write_json, pid_alive, read_json
 from .images import RESIZE_POLICIES, ImageReadError, decode
 from .manifest import SPLITS, Manifest, load_data, write_csv
 
@@ -145,18 +145,8 @@ def _decode_all(m: Manifest, settings: dict, workers: int, progress: bool, sink)
 def _clean_stale_tmp(cache_root: Path) -> None:
     for p in cache_root.glob(".tmp-*"):
         pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def default_workers(n_images: int) -> int:
@@ -205,7 +195,14 @@ def build_cache(data_dir: str | Path, size: int = 64, channels: int = 3, resize:
                 "source_dir": str(data_dir.resolve()), "build_seconds": round(time.perf_counter() - t0, 3),
                 "workers": n_workers}
         atomic_write_json(tmp / "meta.json", meta)  # last: a folder without it is never trusted
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / "meta.json").exists():
+                raise
+            # Another process (a search worker, a DDP rank) built the same cache meanwhile: use theirs.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return CacheInfo(final, True, "built by another process meanwhile", read_json(final / "meta.json"))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -40,6 +40,10 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc"
 FAULT_ENV = "IMGCLF_FAULT_KILL_AT_BATCH"  # tests: SIGKILL this process after that many batches
 
 
+class TrainingDiverged(ImgclfError):
+    """A NaN or infinite training loss; the last good checkpoints are kept."""
+
+
 class TrainingInterrupted(ImgclfError):
     """Ctrl-C: the state was saved and the run can be resumed."""
 
@@ -246,7 +250,7 @@ class Trainer:
             self.on_epoch_end(dict(row))
 
     def _diverged(self, value: float) -> ImgclfError:
-        return ImgclfError(f"epoch {self.pos.epoch}: the training loss is {value}; lower learning_rate (now "
+        return TrainingDiverged(f"epoch {self.pos.epoch}: the training loss is {value}; lower learning_rate (now "
                            f"{self.cfg.learning_rate}), set grad_clip, or check the data. The last good "
                            f"checkpoints are kept in {self.run_dir}")
 
