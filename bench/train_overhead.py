@@ -104,7 +104,7 @@ def imgclf_fit(d: Path, epochs: int) -> list[float]:
         ends.append(time.perf_counter())
 
     cfg = Config(num_epochs=epochs, augment=False, batch_size=BATCH, learning_rate=LR, weight_decay=0.0,
-                 seed=SEED)
+                 seed=SEED, precision="fp32", channels_last=False)  # as a and c: the loop is compared, not bf16
     Trainer._end_epoch = timed
     try:
         with tempfile.TemporaryDirectory() as tmp:

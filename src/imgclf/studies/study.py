@@ -88,8 +88,12 @@ def _rows(run: Path) -> list[dict]:
 
 
 def _finished(run: Path, epochs: int) -> bool:
-    return (run / "best.json").exists() and (run / "metrics.csv").exists() and (
-        len(_rows(run)) >= epochs or read_json(run / "best.json")["config"].get("early_stopping_patience", 0) > 0)
+    """Whether RUN trained to its end: all epochs, or stopped early by its patience."""
+    if not ((run / "best.json").exists() and (run / "metrics.csv").exists()):
+        return False
+    rows, best = _rows(run), read_json(run / "best.json")
+    patience = best["config"].get("early_stopping_patience", 0)
+    return len(rows) >= epochs or (patience > 0 and len(rows) - best["epoch"] >= patience)
 
 
 def _collect(run: Path, threshold: float, batches_per_epoch: int) -> dict:
