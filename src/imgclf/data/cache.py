@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -30,6 +29,7 @@ from ..errors import ImgclfError
 from ..fileio import atomic_write_json, pid_alive, read_json
 from .images import RESIZE_POLICIES, ImageReadError, decode
 from .manifest import SPLITS, Manifest, load_data, write_csv
+from .parallel import map_chunks
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +123,13 @@ def _decode_chunk(args: tuple) -> tuple[int, np.ndarray | str]:
 
 def _decode_all(m: Manifest, settings: dict, workers: int, progress: bool, sink) -> None:
     """Decode a split in chunks (in parallel when workers > 1) and hand each chunk to `sink`."""
-    from tqdm.auto import tqdm
-
     size, channels, policy = settings["size"], settings["channels"], settings["resize"]
     tasks = [(i, m.paths[i:i + CHUNK], size, channels, policy) for i in range(0, len(m), CHUNK)]
-    bar = tqdm(total=len(m), desc=f"cache {m.csv_path.stem}", unit="img", disable=not progress, leave=False)
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
-    try:
-        results = pool.imap(_decode_chunk, tasks) if pool else map(_decode_chunk, tasks)
-        for start, arr in results:
-            if isinstance(arr, str):
-                raise ImgclfError(f"{m.where(start)}: {arr}; replace the file or delete the row")
-            sink(start, arr)
-            bar.update(len(arr))
-    finally:
-        bar.close()
-        if pool:
-            pool.terminate()
+    for start, arr in map_chunks(_decode_chunk, tasks, workers, len(m), f"cache {m.csv_path.stem}", progress,
+                                 count=lambda r: len(r[1])):
+        if isinstance(arr, str):
+            raise ImgclfError(f"{m.where(start)}: {arr}; replace the file or delete the row")
+        sink(start, arr)
 
 
 def _clean_stale_tmp(cache_root: Path) -> None:

@@ -17,7 +17,6 @@ re-encoded JPEG (other pixels) does not.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,7 @@ from ..errors import ImgclfError, where
 from ..fileio import read_json
 from .images import ImageReadError, open_image
 from .manifest import SPLITS, class_sort_key, read_label_rows
+from .parallel import map_chunks
 
 IMBALANCE_WARN = 3.0  # largest/smallest train class count above this is a warning
 CHUNK = 256  # images per worker task, as in cache.py
@@ -65,24 +65,14 @@ def _info_chunk(paths: list[str]) -> list[ImageInfo]:
 
 def hash_images(paths: list, workers: int | None = None, progress: bool = False) -> list[ImageInfo]:
     """ImageInfo of each path, in order; decoded in a spawn pool when `workers` > 1."""
-    from tqdm.auto import tqdm
-
     from .cache import default_workers
 
     paths = [str(p) for p in paths]
-    workers = workers or default_workers(len(paths))
     tasks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
     out: list[ImageInfo] = []
-    bar = tqdm(total=len(paths), desc="validate", unit="img", disable=not progress, leave=False)
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 and len(tasks) > 1 else None
-    try:
-        for infos in (pool.imap(_info_chunk, tasks) if pool else map(_info_chunk, tasks)):
-            out.extend(infos)
-            bar.update(len(infos))
-    finally:
-        bar.close()
-        if pool:
-            pool.terminate()
+    for infos in map_chunks(_info_chunk, tasks, workers or default_workers(len(paths)), len(paths), "validate",
+                            progress):
+        out.extend(infos)
     return out
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.loader import BatchLoader, to_device_float
-from ..data.pipeline import prepare
+from ..data.pipeline import Prepared, prepare
 from ..errors import ImgclfError
 from ..fileio import atomic_write_json, read_json
 from ..train.checkpoint import load_checkpoint
@@ -83,12 +83,16 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, classes: 
     return out
 
 
-def split_predictions(run_dir: str | Path, split: str = "test", checkpoint: str = "best",
-                      data_dir: str | Path | None = None):
-    """(logits, labels, checkpoint meta, prepared data) of a checkpoint on a split."""
+def split_predictions(run_dir: str | Path, splits: tuple[str, ...] = ("test",), checkpoint: str = "best",
+                      data_dir: str | Path | None = None) -> tuple[dict, dict, Prepared]:
+    """({split: (logits, labels)}, checkpoint meta, prepared data) of a checkpoint on some splits.
+
+    The checkpoint is loaded and the data prepared (cache checked) once for all of them.
+    """
     run_dir = Path(run_dir)
-    if split not in SPLIT_NAMES:
-        raise ImgclfError(f"--split {split!r} is not one of {', '.join(SPLIT_NAMES)}")
+    for split in splits:
+        if split not in SPLIT_NAMES:
+            raise ImgclfError(f"--split {split!r} is not one of {', '.join(SPLIT_NAMES)}")
     if not (run_dir / "run.json").exists():
         raise ImgclfError(f"{run_dir}: not an imgclf run (no run.json); pass the --run of `imgclf train`")
     info = read_json(run_dir / "run.json")
@@ -97,14 +101,14 @@ def split_predictions(run_dir: str | Path, split: str = "test", checkpoint: str 
     device = resolve_device(cfg.get("device", "auto"))
     model, meta = load_checkpoint(run_dir, checkpoint, device)
     inp = meta["input"]
-    data = prepare(data_dir, (split,), inp["size"], inp["channels"], inp["resize"], cfg.get("cache", True))
+    data = prepare(data_dir, splits, inp["size"], inp["channels"], inp["resize"], cfg.get("cache", True))
     if list(data.classes) != meta["classes"]:
         raise ImgclfError(f"{data_dir}: classes {list(data.classes)} differ from the run's {meta['classes']}; "
                           "evaluate on the data the run was trained on, or retrain")
     norm = meta["normalization"]
-    loader = BatchLoader(data.sources[split], 256, shuffle=False)
-    logits, labels = predict_logits(model, loader, norm["mean"], norm["std"], device)
-    return logits, labels, meta, data
+    preds = {s: predict_logits(model, BatchLoader(data.sources[s], 256, shuffle=False), norm["mean"], norm["std"],
+                               device) for s in splits}
+    return preds, meta, data
 
 
 def _record_test_evaluation(run_dir: Path, result: dict, meta: dict) -> None:
@@ -130,7 +134,8 @@ def evaluate(run_dir: str | Path, split: str = "test", checkpoint: str = "best",
 
     DATA defaults to the data directory the run was trained on (RUN/run.json).
     """
-    logits, labels, meta, _ = split_predictions(run_dir, split, checkpoint, data_dir)
+    preds, meta, _ = split_predictions(run_dir, (split,), checkpoint, data_dir)
+    logits, labels = preds[split]
     return record_metrics(run_dir, split, checkpoint, logits, labels, meta, data_dir, write)
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..data.augment import Augment, augment_and_normalize
 from ..data.cache import present_splits
-from ..data.pipeline import prepare
+from ..data.pipeline import Prepared
 from ..errors import ImgclfError
 from ..fileio import atomic_write_text, read_json
 from . import plots
@@ -70,9 +70,8 @@ def _worst(run_dir: Path, logits: torch.Tensor, labels: torch.Tensor, data, spli
                             run_dir / "plots" / f"worst_{split}.png", columns=8, colors=colors)
 
 
-def _augmented(run_dir: Path, data_dir: Path, cfg: dict, meta: dict) -> Path | None:
-    inp, norm = meta["input"], meta["normalization"]
-    data = prepare(data_dir, ("train",), inp["size"], inp["channels"], inp["resize"], cfg.get("cache", True))
+def _augmented(run_dir: Path, data: Prepared, cfg: dict, meta: dict) -> Path:
+    norm = meta["normalization"]
     src = data.sources["train"]
     idx = np.arange(min(16, len(src)))
     x, y = src.get(idx)
@@ -129,8 +128,8 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
     results, counts, figs = {}, {}, {}
     splits = present_splits(data_dir)
     focus = "test" if "test" in splits else "valid"  # the split whose errors the report shows
-    for split in splits:
-        logits, labels, meta, data = split_predictions(run_dir, split, "best", data_dir)
+    preds, meta, data = split_predictions(run_dir, splits, "best", data_dir)
+    for split, (logits, labels) in preds.items():
         results[split] = record_metrics(run_dir, split, "best", logits, labels, meta, data_dir)
         counts[split] = dict(zip(meta["classes"], np.bincount(data.sources[split].labels,
                                                               minlength=len(meta["classes"])).tolist()))
@@ -142,7 +141,7 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
     figs["cm"] = plots.confusion_matrix(np.array(r["confusion_matrix"]), classes, run_dir / "plots" / f"confusion_{focus}.png")
     figs["f1"] = plots.per_class_f1(classes, [r["per_class"][c]["f1"] for c in classes],
                                     [r["per_class"][c]["support"] for c in classes], run_dir / "plots" / f"f1_{focus}.png")
-    figs["aug"] = _augmented(run_dir, data_dir, cfg, meta)
+    figs["aug"] = _augmented(run_dir, data, cfg, meta)
     page = _page(run_dir, info, cfg, rows, meta, results, counts, figs, focus, data_dir)
     atomic_write_text(run_dir / "report.html", page)
     log.info("report: %s", run_dir / "report.html")

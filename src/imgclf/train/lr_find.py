@@ -14,11 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
-from ..data.loader import BatchLoader
 from ..data.pipeline import prepare
 from ..fileio import atomic_write_json
-from ..models import create_model, init_weights
-from .trainer import model_args, resolve_device
+from .trainer import build_model, resolve_device, train_loader
 from .loop import ToDevice, augment_of, resolve_precision
 from .optim import create_optimizer
 from .schedule import apply_lr
@@ -44,15 +42,12 @@ def lr_find(data_dir: str | Path, config: Config | None = None, start_lr: float 
     cfg = config or Config()
     device = resolve_device(cfg.device)
     data = prepare(data_dir, ("train",), cfg.image_size, cfg.channels, cfg.resize, cfg.cache)
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, len(data.classes), cfg.channels, cfg.image_size, **model_args(cfg))
-    init_weights(model, cfg.init, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+    model = build_model(cfg, len(data.classes))
     model.to(device).train()
     opt = create_optimizer(model, cfg.optimizer, start_lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
     prec = resolve_precision(cfg.precision, device)
     to_dev = ToDevice(device, torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device))
-    loader = BatchLoader(data.sources["train"], cfg.batch_size, seed=cfg.seed,
-                         drop_last=len(data.sources["train"]) % cfg.batch_size == 1)
+    loader = train_loader(data.sources["train"], cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     factor = (end_lr / start_lr) ** (1 / max(num_steps - 1, 1))
     lrs, losses, smoothed, avg, best = [], [], [], 0.0, math.inf

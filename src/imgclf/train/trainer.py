@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from .. import dist
 from ..config import Config
@@ -67,6 +68,19 @@ def model_args(cfg: Config) -> dict:
             "dropout": cfg.dropout_rate, "batch_norm": cfg.batch_norm}
 
 
+def build_model(cfg: Config, n_classes: int) -> nn.Module:
+    """The configured model, initialised from the seed; also seeds dropout (torch's global RNG)."""
+    torch.manual_seed(cfg.seed)  # dropout draws; init, data order and augmentation have their own
+    model = create_model(cfg.model, n_classes, cfg.channels, cfg.image_size, **model_args(cfg))
+    return init_weights(model, cfg.init, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+
+
+def train_loader(source, cfg: Config) -> BatchLoader:
+    """Shuffled, rank-sharded batches; a last batch of one is dropped (batch norm needs ≥ 2)."""
+    return BatchLoader(source, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                       drop_last=len(source) % cfg.batch_size == 1, rank=dist.rank(), world_size=dist.world_size())
+
+
 def _metrics_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, METRICS_COLUMNS, lineterminator="\n")
@@ -82,9 +96,7 @@ class Trainer:
                  on_epoch_end: Callable[[dict], None] | None = None):
         self.cfg, self.data, self.run_dir, self.device, self.progress = cfg, data, run_dir, device, progress
         self.on_epoch_end = on_epoch_end
-        torch.manual_seed(cfg.seed)  # dropout draws; init, data order and augmentation have their own
-        self.module = create_model(cfg.model, len(data.classes), cfg.channels, cfg.image_size, **model_args(cfg))
-        init_weights(self.module, cfg.init, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+        self.module = build_model(cfg, len(data.classes))
         self.prec = resolve_precision(cfg.precision, device)
         channels_last = cfg.channels_last
         if channels_last is None:  # measured in BENCHMARKS.md: bf16 + channels_last ≈ 2.5× fp32 on this CPU
@@ -95,10 +107,7 @@ class Trainer:
                                           cfg.momentum, cfg.nesterov)
         self.to_dev = ToDevice(device, torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device),
                                channels_last)
-        n_train = len(data.sources["train"])
-        self.train_loader = BatchLoader(data.sources["train"], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                        drop_last=n_train % cfg.batch_size == 1,  # batch norm needs ≥ 2
-                                        rank=dist.rank(), world_size=dist.world_size())
+        self.train_loader = train_loader(data.sources["train"], cfg)
         self.valid_loader = BatchLoader(data.sources["valid"], max(cfg.batch_size, 256), shuffle=False)
         steps_per_epoch = -(-len(self.train_loader) // cfg.accumulate)
         mode = "max" if cfg.monitor == "valid_acc" else "min"
