@@ -11,7 +11,9 @@ resizes to 64, and on the 128 px set we resize to 128 so that all columns move t
 - b: the course's .npz-per-image cache (`build_cache(fmt="npz")`), np.load(path)["image"], same DataLoader.
 - c: imgclf: `open_packed` → `ArraySource` → `BatchLoader(32, shuffle=True)`, then per batch
      `augment_and_normalize(crop_pad=4, brightness=0.1, contrast=0.1)` on the CPU: the crop runs on
-     the uint8 batch and the jitter is folded into normalisation's one multiply-add.
+     the uint8 batch and the jitter is folded into normalisation's multiply-add. The float batch
+     comes out in the layout imgclf trains with by default on this CPU (channels_last where bf16 is
+     fast, as `Trainer` chooses; the header line says which).
      c_load is the BatchLoader alone and c0 adds `normalize` only: the differences show the split;
      c1 is c with torch.set_num_threads(1), and a per-step profile follows.
 - d: the limit: numpy gathers x[np.sort(idx)] from an in-RAM uint8 copy, same permutation and batches.
@@ -53,6 +55,7 @@ from imgclf.data.cache import build_cache, open_packed
 from imgclf.data.loader import ArraySource, BatchLoader
 from imgclf.data.manifest import make_manifests, write_csv
 from imgclf.fileio import atomic_write_json
+from imgclf.train.loop import bf16_is_fast
 
 BATCH = 32  # CS230's batch size
 SIGNS = Path(__file__).resolve().parents[2] / "shared" / "data" / "signs"
@@ -155,6 +158,7 @@ def dataloader_stream(dataset) -> Iterator[int]:
 
 
 AUG = Augment(crop_pad=4, brightness=0.1, contrast=0.1)  # the training default at 64 px
+CHANNELS_LAST = bf16_is_fast(torch.device("cpu"))  # the Trainer's default layout on this CPU (precision=auto)
 
 
 def packed_stream(source, mean, std, stage: str) -> Iterator[int]:
@@ -164,9 +168,9 @@ def packed_stream(source, mean, std, stage: str) -> Iterator[int]:
         loader.set_epoch(epoch)
         for x, _y in loader:  # (B, H, W, C) uint8
             if stage == "float":
-                x = normalize(x, mean, std)  # (B, C, H, W) float32
-            elif stage == "augment":
-                x = augment_and_normalize(x, mean, std, gen, AUG)  # crop on uint8, jitter fused into the float pass
+                x = normalize(x, mean, std, channels_last=CHANNELS_LAST)  # (B, C, H, W) float32
+            elif stage == "augment":  # crop on uint8, jitter fused into the float pass
+                x = augment_and_normalize(x, mean, std, gen, AUG, channels_last=CHANNELS_LAST)
             yield len(x)
 
 
@@ -183,7 +187,7 @@ def profile_stages(source, mean, std, n_batches: int) -> dict[str, float]:
     """Median µs per batch of each step of c, run one after another in this thread.
 
     augment_and_normalize is random_crop on the uint8 batch, then normalize with the colour jitter
-    folded into its one multiply-add.
+    folded into its multiply-add.
     """
     gen = torch.Generator().manual_seed(0)
     steps: dict[str, list[float]] = {"gather": [], "normalize": [], "random_crop": [], "jitter+normalize": []}
@@ -193,11 +197,11 @@ def profile_stages(source, mean, std, n_batches: int) -> dict[str, float]:
         t = [time.perf_counter()]
         x = torch.from_numpy(np.ascontiguousarray(source.get(idx)[0]))  # (B, H, W, C) uint8
         t.append(time.perf_counter())
-        normalize(x, mean, std)  # (B, C, H, W) float32, no augmentation
+        normalize(x, mean, std, channels_last=CHANNELS_LAST)  # (B, C, H, W) float32, no augmentation
         t.append(time.perf_counter())
         x = random_crop(x, 4, gen)  # (B, H, W, C) uint8
         t.append(time.perf_counter())
-        normalize(x, mean, std, gen, brightness=0.1, contrast=0.1)
+        normalize(x, mean, std, gen, brightness=0.1, contrast=0.1, channels_last=CHANNELS_LAST)
         t.append(time.perf_counter())
         for k, t0, t1 in zip(steps, t, t[1:]):
             steps[k].append((t1 - t0) * 1e6)
@@ -389,7 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     print(f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}; "
-          f"os.cpu_count()={os.cpu_count()}, torch threads {torch.get_num_threads()}; "
+          f"os.cpu_count()={os.cpu_count()}, torch threads {torch.get_num_threads()}; c's float layout "
+          f"{'channels_last' if CHANNELS_LAST else 'contiguous NCHW'}; "
           f"load average at start {os.getloadavg()[0]:.2f}\n")
     sets: dict[str, tuple[Path, int]] = {}
     if cfg.signs.is_dir():

@@ -11,7 +11,9 @@ every epoch:
      resume state every epoch, as it always does.
 - c: a Lightning Trainer with a matching ModelCheckpoint (last + best by valid accuracy), a CSV
      logger, and no progress bar (imgclf shows none without a terminal either).
-Each round runs a, b, c in turn (alternating, in one process); an epoch's time is the interval
+Each round runs a, b, c in turn (alternating, in one process), and each round starts one loop later
+than the one before (a b c, b c a, c a b, ...), so no loop always runs first or right after another
+one; use a multiple of 3 rounds. An epoch's time is the interval
 between consecutive epoch ends, so start-up is excluded and the first epoch of each round is a
 warm-up that is dropped. It prints the median epoch time of each and the ratios b/a and b/c.
 Requires the bench extra (lightning): pip install -c constraints.txt -e '.[bench]'.
@@ -167,7 +169,7 @@ def lightning_fit(data, epochs: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 round of 2 epochs")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="a multiple of 3 puts each loop in each position equally")
     ap.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is a warm-up")
     args = ap.parse_args()
     rounds, epochs = (1, 2) if args.quick else (args.rounds, args.epochs)
@@ -177,9 +179,10 @@ def main() -> None:
     d = data_dir(OUT)
     data = arrays(d)
     times: dict[str, list[float]] = {"a plain": [], "b imgclf": [], "c lightning": []}
+    loops = [("a plain", lambda: plain(data, epochs)), ("b imgclf", lambda: imgclf_fit(d, epochs)),
+             ("c lightning", lambda: lightning_fit(data, epochs))]
     for r in range(rounds):
-        for name, run in (("a plain", lambda: plain(data, epochs)), ("b imgclf", lambda: imgclf_fit(d, epochs)),
-                          ("c lightning", lambda: lightning_fit(data, epochs))):
+        for name, run in loops[r % 3:] + loops[:r % 3]:  # rotated: each loop takes each position in turn
             ends = run()
             epoch_times = np.diff(ends)[1:]  # the first epoch is a warm-up
             times[name] += epoch_times.tolist()
@@ -187,7 +190,8 @@ def main() -> None:
                   file=sys.stderr)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; SIGNS train {len(data[1])} / valid "
-          f"{len(data[3])} images at 64×64, batch {BATCH}, fp32; {rounds} rounds × {epochs} epochs (first dropped)\n")
+          f"{len(data[3])} images at 64×64, batch {BATCH}, fp32; {rounds} rounds × {epochs} epochs (first dropped), "
+          f"order rotated each round\n")
     print("| loop | median s/epoch | epochs timed |")
     print("|---|--:|--:|")
     for k, v in times.items():

@@ -115,9 +115,10 @@ def test_normalize_matches_the_formula(channels_last):
     assert torch.allclose(out, ref, atol=1e-5)
 
 
-def test_fused_jitter_matches_the_unfused_formula():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_jitter_matches_the_unfused_formula(channels_last):
     x = _batch()
-    out = normalize(x, MEAN, STD, _gen(3), brightness=0.3, contrast=0.4)
+    out = normalize(x, MEAN, STD, _gen(3), brightness=0.3, contrast=0.4, channels_last=channels_last)
     g = _gen(3)
     k = 1 + (2 * torch.rand(6, generator=g) - 1) * 0.4
     beta = (2 * torch.rand(6, generator=g) - 1) * 0.3
