@@ -2,6 +2,7 @@
 import csv
 
 import pytest
+import torch
 
 from imgclf import fit, load_config
 from imgclf.errors import ImgclfError
@@ -19,6 +20,30 @@ def test_early_stopping_stops_after_patience(data_dir, tmp_path):
                                  "early_stopping_patience": 2})
     summary = fit(data_dir, tmp_path / "run", cfg, report=False)
     assert _epochs(tmp_path / "run") == [1, 2, 3] and summary["best_epoch"] == 1
+
+
+def test_early_stopping_hands_back_the_best_weights(data_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from imgclf.train.trainer import Trainer
+
+    kept = {}
+    real_train = Trainer.train
+
+    def spy(self):
+        out = real_train(self)
+        kept.update({k: v.detach().clone() for k, v in self.module.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(Trainer, "train", spy)
+    # No epoch can beat epoch 1 by 1.0 in accuracy: epoch 1 stays best while the weights keep training.
+    cfg = load_config(overrides={**TINY, "num_epochs": 5, "early_stopping_patience": 2,
+                                 "early_stopping_min_delta": 1.0})
+    summary = fit(data_dir, tmp_path / "run", cfg, report=False)
+    assert summary["stopped_early"] and summary["best_epoch"] == 1 and _epochs(tmp_path / "run") == [1, 2, 3]
+    best, last = (load_file(tmp_path / "run" / f"{n}.safetensors") for n in ("best", "last"))
+    assert any(not torch.equal(best[k], last[k]) for k in best)  # training did move the weights
+    assert all(torch.equal(kept[k].cpu(), best[k]) for k in best)
 
 
 def test_without_patience_all_epochs_run(data_dir, tmp_path):

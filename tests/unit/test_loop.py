@@ -51,10 +51,14 @@ def test_grad_clip_changes_the_update():
     assert delta(clipped) < delta(free)
 
 
-def test_precision_choices():
+@pytest.mark.parametrize("fast", [True, False])
+def test_precision_choices(fast, monkeypatch):
+    from imgclf.train import loop
+
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu).dtype is None
     assert resolve_precision("bf16", cpu).dtype == torch.bfloat16
-    assert resolve_precision("auto", cpu).dtype in (None, torch.bfloat16)
+    monkeypatch.setattr(loop, "bf16_is_fast", lambda device: fast)
+    assert resolve_precision("auto", cpu).dtype == (torch.bfloat16 if fast else None)
     with pytest.raises(ImgclfError, match="fp16 needs a CUDA"):
         resolve_precision("fp16", cpu)

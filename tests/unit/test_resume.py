@@ -39,8 +39,11 @@ def _same_result(a, b):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("extra_cfg", [{}, {"accumulate": 2, "schedule": "cosine", "warmup_epochs": 1.0}],
-                         ids=["plain", "accumulate+cosine"])
+# early_stop: no epoch can beat epoch 1 by min_delta 1.0, so it stops after epoch 2, and only if the
+# stopper's state (best, bad epochs) survived the kills in epoch 2.
+@pytest.mark.parametrize("extra_cfg", [{}, {"accumulate": 2, "schedule": "cosine", "warmup_epochs": 1.0},
+                                       {"early_stopping_patience": 1, "early_stopping_min_delta": 1.0}],
+                         ids=["plain", "accumulate+cosine", "early_stop"])
 def test_sigkill_at_several_points_then_resume_is_bit_identical(data_dir, tmp_path, extra_cfg):
     cfg = {**BASE, **extra_cfg}
     ref = tmp_path / "ref"
@@ -58,6 +61,8 @@ def test_sigkill_at_several_points_then_resume_is_bit_identical(data_dir, tmp_pa
     r = _train(data_dir, run, cfg, "--resume")
     assert r.returncode == 0, r.stderr
     _same_result(ref, run)
+    if "early_stopping_patience" in cfg:
+        assert [r["epoch"] for r in _rows(run)] == ["1", "2"]
     log = (run / "train.log").read_text()
     points = re.findall(r"resuming .* at epoch (\d+), batch (\d+)", log)
     assert len(points) == 3
