@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import ImgclfError
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -68,9 +70,35 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+class JsonFileError(ImgclfError, ValueError):
+    """A JSON file that does not parse. Also a ValueError, as json's own error is, so callers that
+    skip unreadable files (compare does) keep doing so."""
+
+
+# What to do about a broken JSON file when the caller has nothing more specific to say.
+_JSON_FIX = ("fix the file, or recreate it (`imgclf train --overwrite` rewrites a run's JSON files, "
+             "`imgclf manifest` a data directory's classes.json)")
+
+
+def read_json(path: str | Path, fix: str = _JSON_FIX) -> Any:
+    """The parsed JSON at `path`; malformed JSON is a JsonFileError naming file, line and column, then `fix`."""
+    data = Path(path).read_bytes()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise JsonFileError(f"{path}: not UTF-8 text (byte {e.start}), so not JSON; {fix}") from None
+    except json.JSONDecodeError as e:
+        raise JsonFileError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg}); {fix}") from None
+
+
+def ensure_dir_target(path: str | Path, flag: str) -> None:
+    """Refuse a `path` (or a parent of it) that exists as a file where a folder must go."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ImgclfError(f"{p}: is a file, not a folder; give {flag} a folder path "
+                                  "(new or existing), or move the file away")
+            return
 
 
 class BackgroundWriter:

@@ -9,6 +9,7 @@ from imgclf.data import cache as cache_mod
 from imgclf.data.cache import build_cache, open_packed
 from imgclf.data.images import decode
 from imgclf.data.manifest import load_split
+from imgclf.errors import ImgclfError
 
 
 def test_packed_cache_holds_the_decoded_pixels(data_dir):
@@ -105,3 +106,13 @@ def test_parallel_build_equals_serial(data_dir, tmp_path):
     b = build_cache(data_dir, size=12, workers=2, cache_root=tmp_path / "c2")
     for s in ("train", "valid", "test"):
         assert np.array_equal(open_packed(a.path, s)[0], open_packed(b.path, s)[0])
+
+
+def test_broken_meta_json(data_dir):
+    a = build_cache(data_dir, size=12)
+    (a.path / "meta.json").write_text("{")
+    with pytest.raises(ImgclfError, match=rf"{a.path / 'meta.json'} line 1 column 2: not valid JSON.*"
+                                          rf"delete the folder {a.path}"):
+        build_cache(data_dir, size=12)  # the cache it would reuse: say which folder to delete
+    b = build_cache(data_dir, size=10)  # an older cache's broken meta only loses the reason
+    assert not b.reused and "unreadable" in b.reason

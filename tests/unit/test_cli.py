@@ -100,6 +100,7 @@ def test_unreadable_image(data_dir, tmp_path, capsys, no_cache):
     argv = _train(data_dir, tmp_path / "run") + (["--no-cache"] if no_cache else [])
     msg = _error(capsys, argv)
     assert "train.csv line 5" in msg and "cannot read image" in msg
+    assert "np.str_" not in msg and f"'{(data_dir / rows[4][0]).resolve()}'" in msg  # plain, as Pillow quotes it
 
 
 def test_error_line_counts_blank_and_multiline_rows(data_dir, tmp_path, capsys):
@@ -138,13 +139,17 @@ def test_empty_class(data_dir, tmp_path, capsys):
 def test_existing_run_is_left_untouched(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(_train(data_dir, run)) == 0
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    def snapshot():  # every file of the run, report, plots and resume state included
+        return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    assert any(p.parts[0] == "resume" for p in before)
     msg = _error(capsys, _train(data_dir, run) + ["--set", "seed=5"])
     assert str(run) in msg and "--overwrite" in msg
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert snapshot() == before
     (data_dir / "valid.csv").write_text("path,label\n")  # bad data: --overwrite must not cost the old run
     _error(capsys, _train(data_dir, run) + ["--set", "seed=5", "--overwrite"])
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert snapshot() == before
     (data_dir / "valid.csv").write_text((data_dir / "train.csv").read_text())
     assert main(_train(data_dir, run) + ["--set", "seed=5", "--overwrite"]) == 0
     assert json.loads((run / "config.json").read_text())["seed"] == 5
@@ -174,3 +179,75 @@ def test_quiet_keeps_the_terminal_quiet_but_the_log_complete(data_dir, tmp_path,
     captured = capsys.readouterr()
     assert "epoch 1/2" not in captured.err and "best valid accuracy" in captured.out
     assert "epoch 1/2" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("text", ["{", '["a", "b",\n  "c"'])
+def test_malformed_classes_json(data_dir, tmp_path, capsys, text):
+    (data_dir / "classes.json").write_text(text)
+    msg = _error(capsys, _train(data_dir, tmp_path / "run"))
+    assert "classes.json line " in msg and " column " in msg and "not valid JSON" in msg
+    assert "imgclf manifest" in msg
+
+
+def test_malformed_run_json(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_train(data_dir, run)) == 0
+    (run / "best.json").write_text("garbage\n")
+    msg = _error(capsys, ["evaluate", "--run", str(run)])
+    assert "best.json line 1 column 1: not valid JSON" in msg and "imgclf train --overwrite" in msg
+    (run / "config.json").write_bytes(b"\xff\xfe{}")
+    msg = _error(capsys, ["train", "--resume", "--run", str(run)])
+    assert "config.json: not UTF-8" in msg
+
+
+def test_malformed_json_names_file_from_a_subprocess(data_dir, tmp_path):
+    (data_dir / "classes.json").write_text("{")
+    r = subprocess.run([sys.executable, "-m", "imgclf", "train", "--data", str(data_dir), "--run",
+                        str(tmp_path / "run")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{data_dir / 'classes.json'} line 1 column 2" in r.stderr
+
+
+@pytest.mark.parametrize("pattern, advice", [("(", "not a valid regular expression"),
+                                             (r"^[a-z]+_", "has no (group) for the label")])
+def test_bad_pattern(image_folder, tmp_path, capsys, pattern, advice):
+    msg = _error(capsys, ["manifest", str(image_folder), "--out", str(tmp_path / "d"), "--pattern", pattern])
+    assert f"--pattern {pattern!r}" in msg and advice in msg
+    assert not (tmp_path / "d").exists()
+
+
+def test_file_where_a_folder_goes(data_dir, image_folder, tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    msg = _error(capsys, _train(data_dir, f))
+    assert f"{f}: is a file, not a folder" in msg and "--run" in msg
+    msg = _error(capsys, ["manifest", str(image_folder), "--out", str(f)])
+    assert f"{f}: is a file, not a folder" in msg and "--out" in msg
+    msg = _error(capsys, ["manifest", str(image_folder), "--out", str(f / "sub")])  # a parent is the file
+    assert f"{f}: is a file" in msg
+    assert f.read_text() == "x"
+
+
+def test_npz_cache_of_another_size(data_dir, tmp_path, capsys):
+    assert main(["cache", "--data", str(data_dir), "--size", "16", "--format", "npz"]) == 0
+    npz_dir = next((data_dir / "cache").glob("npz-*"))
+    msg = _error(capsys, _train(npz_dir, tmp_path / "run") + ["--set", "image_size=32"])
+    assert f"{npz_dir / 'train.csv'} line 2" in msg and "0000000.npz" in msg
+    assert "(16, 16, 3)" in msg and "(32, 32, 3)" in msg and "--size 32" in msg
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_cache_workers_must_be_positive(data_dir, capsys, workers):
+    msg = _error(capsys, ["cache", "--data", str(data_dir), "--workers", workers])
+    assert f"--workers {workers} must be at least 1" in msg
+    assert not (data_dir / "cache").exists()
+
+
+def test_bad_test_row_fails_before_training_without_cache(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    _edit_csv(data_dir / "test.csv", lambda r: r[:3] + [[r[3][0], "zebra"]] + r[4:])
+    msg = _error(capsys, _train(data_dir, run) + ["--no-cache"])
+    assert "test.csv line 4" in msg and "'zebra'" in msg and not run.exists()
+    _edit_csv(data_dir / "test.csv", lambda r: r[:3] + [["gone.png", r[1][1]]] + r[4:])
+    msg = _error(capsys, _train(data_dir, run) + ["--no-cache"])
+    assert "test.csv line 4" in msg and "gone.png is missing" in msg and not run.exists()

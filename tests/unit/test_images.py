@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from imgclf.data.images import decode, to_mode
+from imgclf.errors import ImgclfError
 
 
 def _save(tmp_path, im, name):
@@ -68,3 +69,27 @@ def test_resize_policies_give_a_square(tmp_path, policy):
         assert (out[0] == 0).all() and (out[4] == 200).all()
     else:
         assert (out == 200).all()
+
+
+@pytest.mark.parametrize("peak", [1000, 255])
+def test_dark_16_bit_scales_by_its_mode_not_its_pixels(tmp_path, peak):
+    a = np.array([[0, peak // 2], [peak, peak]], dtype=np.uint16)  # dark: max `peak` of 65535
+    p = _save(tmp_path, Image.fromarray(a), "dark.png")
+    assert Image.open(p).mode == "I;16"
+    out = decode(p, 2, 1)[..., 0]
+    assert out.tolist() == np.rint(a.astype(float) * 255 / 65535).astype(int).tolist()  # peak 255 → 1, not 255
+
+
+@pytest.mark.parametrize("mode, dtype", [("I;16B", ">u2"), ("I;16L", "<u2"), ("I", "=i4")])
+def test_every_wide_integer_mode_scales_65535_to_255(mode, dtype):
+    for value, want in ((255, 1), (1000, 4), (65535, 255)):
+        im = Image.frombytes(mode, (1, 1), np.array(value, dtype).tobytes())
+        assert np.asarray(to_mode(im, 1)).item() == want, (mode, value)
+
+
+def test_error_shows_the_plain_path_not_np_str(tmp_path):
+    p = tmp_path / "bad.png"
+    p.write_bytes(b"not a png")
+    with pytest.raises(ImgclfError) as e:
+        decode(np.array([str(p)])[0], 4, 3)  # a manifest's paths are numpy strings
+    assert "np.str_" not in str(e.value) and f"'{p}'" in str(e.value)

@@ -107,3 +107,16 @@ def test_class_order_is_natural(tmp_path):
     assert summary["classes"] == ["2", "9", "10"]
     data = load_data(tmp_path / "d", ("train", "valid", "test"))
     assert data["valid"].classes == ("2", "9", "10")
+
+
+def test_a_split_left_without_some_class_is_warned_about(tmp_path, caplog):
+    import logging
+
+    make_image_folder(tmp_path / "few", n_per_class=2)  # 2 per class cannot fill train, valid and test
+    with caplog.at_level(logging.WARNING, logger="imgclf"):
+        make_manifests(tmp_path / "few", tmp_path / "d", labels="filename")
+    assert "valid.csv: no images of classes a, b, c" in caplog.text and "test.csv" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="imgclf"):  # no test set asked for: nothing to warn about
+        make_manifests(tmp_path / "few", tmp_path / "d2", labels="filename", split="0.5,0.5,0")
+    assert "no images of" not in caplog.text

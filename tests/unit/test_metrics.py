@@ -47,8 +47,9 @@ def test_bootstrap_interval_narrows_with_more_samples():
     assert bootstrap_ci(np.ones(50)) == [1.0, 1.0]
 
 
-def test_test_set_discipline(data_dir, tmp_path, caplog):
+def test_test_set_discipline(data_dir, tmp_path, caplog, capsys):
     from imgclf import evaluate, fit, load_config
+    from imgclf.cli import main
     from conftest import TINY
 
     run = tmp_path / "run"
@@ -59,10 +60,13 @@ def test_test_set_discipline(data_dir, tmp_path, caplog):
     assert "already evaluated" not in caplog.text
     history = json.loads((run / "test_evaluations.json").read_text())
     assert len(history) == 2 and history[0]["checkpoint"] == "best"
-    fit(data_dir, run, load_config(overrides={**TINY, "seed": 7}), overwrite=True, report=False)
-    (run / "test_evaluations.json").write_text(json.dumps(history))  # as if the run had been trained further
-    with caplog.at_level(logging.WARNING, logger="imgclf"):
-        evaluate(run, "test")
-    assert "already evaluated on other weights" in caplog.text
+    # Retraining the run (--overwrite) keeps its test history: the test set was seen
+    main(["train", "--data", str(data_dir), "--run", str(run), "--overwrite", "--no-report",
+          *sum((["--set", f"{k}={v}"] for k, v in {**TINY, "seed": 7}.items()), [])])
+    assert len(json.loads((run / "test_evaluations.json").read_text())) == 2
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--split", "test"]) == 0
+    assert "already evaluated on other weights" in capsys.readouterr().err
+    assert len(json.loads((run / "test_evaluations.json").read_text())) == 3
     saved = json.loads((run / "metrics_test.json").read_text())
     assert {"accuracy", "loss", "confusion_matrix", "per_class", "macro", "weighted"} <= set(saved)

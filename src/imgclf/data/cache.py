@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ImgclfError
-from ..fileio import atomic_write_json, pid_alive, read_json
+from ..fileio import JsonFileError, atomic_write_json, pid_alive, read_json
 from .images import RESIZE_POLICIES, ImageReadError, decode
 from .manifest import SPLITS, Manifest, load_data, write_csv
 from .parallel import map_chunks
@@ -77,13 +77,20 @@ def fingerprint(data_dir: Path, data: dict[str, Manifest], settings: dict) -> tu
     return _sha(json.dumps(parts, sort_keys=True).encode())[:16], parts, ident
 
 
+def _read_meta(cache_dir: Path) -> dict:
+    return read_json(cache_dir / "meta.json", f"delete the folder {cache_dir} and run again to rebuild the cache")
+
+
 def _why_rebuild(cache_root: Path, fmt: str, parts: dict, ident: dict, data: dict[str, Manifest]) -> str:
     """Compare with the newest earlier cache of this format and say what changed."""
     olds = sorted((p for p in cache_root.glob(f"{fmt}-*") if (p / "meta.json").exists()),
                   key=lambda p: p.stat().st_mtime)
     if not olds:
         return "no cache yet"
-    old = read_json(olds[-1] / "meta.json")
+    try:
+        old = _read_meta(olds[-1])
+    except JsonFileError:  # only the reason is lost; the new cache does not depend on the old one
+        return f"the earlier cache's {olds[-1] / 'meta.json'} is unreadable"
     prev = old.get("parts", {})
     reasons = []
     if prev.get("manifests") != parts["manifests"]:
@@ -110,14 +117,19 @@ def _why_rebuild(cache_root: Path, fmt: str, parts: dict, ident: dict, data: dic
 
 
 def _decode_chunk(args: tuple) -> tuple[int, np.ndarray | str]:
-    """Worker task: decode paths[start:start+k]; on failure return the index and the message."""
+    """Worker task: decode paths[start:start+k]; on failure return the index and what to do."""
     start, paths, size, channels, policy = args
-    out = np.empty((len(paths), size, size, channels), np.uint8)
+    out = np.empty((len(paths), size, size, channels), np.uint8)  # (k, H, W, C)
     for j, p in enumerate(paths):
         try:
-            out[j] = decode(p, size, channels, policy)
+            img = decode(p, size, channels, policy)
         except ImageReadError as e:
-            return start + j, str(e)
+            return start + j, f"{e}; replace the file or delete the row"
+        if img.shape != out.shape[1:]:  # a .npz from a cache built with other settings
+            return start + j, (f"cached image {p} has shape {img.shape}, expected {out.shape[1:]}; rebuild the "
+                               f"cache from the original data with `imgclf cache --size {size} --channels "
+                               f"{channels} --format npz`, or set image_size and channels to match it")
+        out[j] = img
     return start, out
 
 
@@ -128,7 +140,7 @@ def _decode_all(m: Manifest, settings: dict, workers: int, progress: bool, sink)
     for start, arr in map_chunks(_decode_chunk, tasks, workers, len(m), f"cache {m.csv_path.stem}", progress,
                                  count=lambda r: len(r[1])):
         if isinstance(arr, str):
-            raise ImgclfError(f"{m.where(start)}: {arr}; replace the file or delete the row")
+            raise ImgclfError(f"{m.where(start)}: {arr}")
         sink(start, arr)
 
 
@@ -157,13 +169,16 @@ def build_cache(data_dir: str | Path, size: int = 64, channels: int = 3, resize:
         raise ImgclfError(f"--channels {channels} must be 1 (grey) or 3 (RGB)")
     if size < 1:
         raise ImgclfError(f"--size {size} must be a positive number of pixels")
+    if workers is not None and workers < 1:
+        raise ImgclfError(f"--workers {workers} must be at least 1 (1 decodes in this process); "
+                          "or leave it out to choose automatically")
     data = load_data(data_dir, present_splits(data_dir))
     settings = {"size": size, "channels": channels, "resize": resize, "format": fmt}
     fp, parts, ident = fingerprint(data_dir, data, settings)
     cache_root = Path(cache_root) if cache_root else data_dir / "cache"
     final = cache_root / f"{fmt}-{fp}"
     if (final / "meta.json").exists():
-        meta = read_json(final / "meta.json")
+        meta = _read_meta(final)
         log.info("cache: reusing %s (inputs unchanged)", final)
         return CacheInfo(final, True, "inputs unchanged", meta)
     reason = _why_rebuild(cache_root, fmt, parts, ident, data) if cache_root.exists() else "no cache yet"
@@ -192,7 +207,7 @@ def build_cache(data_dir: str | Path, size: int = 64, channels: int = 3, resize:
                 raise
             # Another process (a search worker, a DDP rank) built the same cache meanwhile: use theirs.
             shutil.rmtree(tmp, ignore_errors=True)
-            return CacheInfo(final, True, "built by another process meanwhile", read_json(final / "meta.json"))
+            return CacheInfo(final, True, "built by another process meanwhile", _read_meta(final))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

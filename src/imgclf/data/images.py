@@ -22,6 +22,9 @@ from PIL import Image, ImageOps
 from ..errors import ImgclfError
 
 RESIZE_POLICIES = ("squash", "center-crop", "pad")
+# Pillow's integer grey modes: 16-bit PNG/TIFF open as I;16 (B/L: byte order), 32-bit ones as I,
+# and older Pillow opened 16-bit PNGs as I too. All are read as 0..65535 (larger I values clip).
+WIDE_INT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 class ImageReadError(ImgclfError):
@@ -30,6 +33,7 @@ class ImageReadError(ImgclfError):
 
 def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image, EXIF orientation applied."""
+    path = str(path)  # not a manifest's np.str_, which Pillow's messages would show as np.str_('...')
     try:
         with Image.open(path) as im:
             im.load()
@@ -41,14 +45,15 @@ def open_image(path: str | Path) -> Image.Image:
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    """Wide integer or float single-channel images → 8-bit L."""
+    """Wide integer (0..65535) or float (0..1) single-channel images → 8-bit L.
+
+    The scale follows from the mode, never from the pixels: a dark 16-bit image stays dark.
+    """
     a = np.asarray(im)
-    if a.dtype == np.uint8:
-        return im.convert("L")
-    if np.issubdtype(a.dtype, np.floating):
+    if im.mode == "F":
         a = np.clip(a, 0.0, 1.0) * 255.0
     else:
-        a = a.astype(np.float64) / 257.0 if a.max() > 255 else a.astype(np.float64)
+        a = a.astype(np.float64) * (255.0 / 65535.0)
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
@@ -56,7 +61,7 @@ def to_mode(im: Image.Image, channels: int) -> Image.Image:
     """Convert any Pillow mode to RGB (channels=3) or L (channels=1) as the module doc says."""
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if im.mode in WIDE_INT_MODES or im.mode == "F":
         im = _to_8bit(im)
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
@@ -92,6 +97,7 @@ def decode(path: str | Path, size: int, channels: int = 3, policy: str = "squash
 
 def load_npz(path: str | Path) -> np.ndarray:
     """A course-style per-image cache file: key `image`, (H, W, C) uint8."""
+    path = str(path)  # not np.str_, which numpy's messages would show as np.str_('...')
     try:
         with np.load(path, allow_pickle=False) as z:
             return z["image"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImgclfError, where
-from ..fileio import atomic_write_json, atomic_write_text, read_json
+from ..fileio import atomic_write_json, atomic_write_text, ensure_dir_target, read_json
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def scan(src: Path, labels: str = "auto", pattern: str | None = None) -> tuple[l
     """The images under `src` (a folder, or a CSV for labels='csv') and their label names."""
     if labels not in LABEL_SOURCES:
         raise ImgclfError(f"--labels {labels!r} is not one of {', '.join(LABEL_SOURCES)}")
+    rx = compile_pattern(pattern) if pattern else None  # a bad pattern is an error whatever --labels is
     if labels == "auto":
         labels = detect_label_source(src)
         log.info("labels: reading them from the %s (--labels to choose)", labels)
@@ -148,8 +149,20 @@ def scan(src: Path, labels: str = "auto", pattern: str | None = None) -> tuple[l
         raise ImgclfError(f"{src}: no images found ({', '.join(IMAGE_EXTS)}); check the folder")
     if labels == "folder":
         return files, [p.parent.name for p in files]
-    rx = re.compile(pattern) if pattern else None
     return files, [label_from_filename(p, rx) for p in files]
+
+
+def compile_pattern(pattern: str) -> re.Pattern:
+    """--pattern as a regex with a group for the label, checked before any file is read."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise ImgclfError(f"--pattern {pattern!r}: not a valid regular expression ({e}); fix it, "
+                          r"e.g. --pattern '^([a-z]+)_\d+' (quote it for the shell)") from None
+    if rx.groups < 1:
+        raise ImgclfError(f"--pattern {pattern!r} has no (group) for the label; put the label part in "
+                          r"parentheses, e.g. --pattern '^([a-z]+)_\d+'")
+    return rx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +276,7 @@ def make_manifests(src: str | Path, out: str | Path, labels: str = "auto", patte
     Returns a summary: the number of images per split and the classes.
     """
     src, out = Path(src), Path(out)
+    ensure_dir_target(out, "--out")
     paths, names = scan(src, labels, pattern)
     if dedupe:
         paths, names, src_hashes = _dedupe(paths, names, src)
@@ -295,6 +309,11 @@ def make_manifests(src: str | Path, out: str | Path, labels: str = "auto", patte
     summary = {"classes": classes, **{s: len(splits[s][0]) for s in SPLITS}}
     log.info("wrote %s: train %d, valid %d, test %d images, %d classes", out,
              summary["train"], summary["valid"], summary["test"], len(classes))
+    for s, f in (("valid", fr[1]), ("test", None if test_src else fr[2])):
+        missing = sorted(set(classes) - set(splits[s][1]), key=class_sort_key)
+        if missing and f:  # a given test folder, or a zero fraction, is the user's choice
+            log.warning("%s: no images of %s %s, too few to split off; add images or change --split",
+                        out / f"{s}.csv", "class" if len(missing) == 1 else "classes", ", ".join(missing))
     return summary
 
 
@@ -304,7 +323,8 @@ def load_classes(data_dir: Path, train_names: list[str], train_csv: Path, lines:
     cj = data_dir / "classes.json"
     if not cj.exists():
         return tuple(found)
-    classes = read_json(cj)
+    classes = read_json(cj, 'fix it (a JSON list of class names, e.g. ["cat", "dog"]), delete it (the '
+                            "classes then come from train.csv), or re-run `imgclf manifest`")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise ImgclfError(f"{cj}: expected a JSON list of class names, e.g. [\"cat\", \"dog\"]")
     empty = [c for c in classes if c not in set(found)]

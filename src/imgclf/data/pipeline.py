@@ -33,10 +33,11 @@ def prepare(data_dir: str | Path, splits: tuple[str, ...], size: int, channels: 
         info = build_cache(data_dir, size, channels, resize, "packed", workers=workers, progress=progress)
         sources = {s: ArraySource(*open_packed(info.path, s)) for s in splits}
         return Prepared(sources, tuple(info.meta["classes"]), info.meta["mean"], info.meta["std"], info)
-    data = load_data(data_dir, splits)
+    # Every split present, as the cache checks them: a bad test row fails now, not after training.
+    data = load_data(data_dir, present_splits(data_dir))
     for m in data.values():
         check_files_exist(m)
-    sources = {s: FileSource(m, size, channels, resize) for s, m in data.items()}
+    sources = {s: FileSource(data[s], size, channels, resize) for s in ("train", *splits)}
     mean, std = _stream_stats(sources["train"]) if "train" in sources else (None, None)
     return Prepared(sources, data["train"].classes, mean, std, None)
 

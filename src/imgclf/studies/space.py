@@ -87,23 +87,39 @@ def _distribution(where: str, spec: Any) -> BaseDistribution:
             raise ImgclfError(f"{where}: choices must be numbers, strings, booleans or null, got {choices!r}")
         return CategoricalDistribution(choices)
     number = int if kind == "int" else (int, float)
-    for field in ("low", "high"):
-        v = spec.get(field)
+    low, high, step = (_numeric(spec.get(f), kind) for f in ("low", "high", "step"))
+    for field, v in (("low", low), ("high", high)):
         if not isinstance(v, number) or isinstance(v, bool):
-            raise ImgclfError(f"{where}: missing or non-{kind} {field} ({v!r}); give low and high, "
+            raise ImgclfError(f"{where}: missing or non-{kind} {field} ({spec.get(field)!r}); give low and high, "
                               f"e.g. {{type: {kind}, low: 1, high: 10}}")
-    low, high, log_, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+    log_ = bool(spec.get("log", False))
     if low > high:
         raise ImgclfError(f"{where}: low {low} > high {high}; swap them")
     if log_ and low <= 0:
         raise ImgclfError(f"{where}: log: true needs low > 0 (got {low}); raise low or drop log")
     if step is not None and (not isinstance(step, number) or isinstance(step, bool) or step <= 0):
-        raise ImgclfError(f"{where}: step must be a positive {kind} (got {step!r})")
+        raise ImgclfError(f"{where}: step must be a positive {kind} (got {spec['step']!r})")
     if log_ and step is not None and step != 1:
         raise ImgclfError(f"{where}: log and step cannot be combined; drop one of them")
     if kind == "int":
         return IntDistribution(low, high, log=log_, step=step or 1)
     return FloatDistribution(float(low), float(high), log=log_, step=None if step is None else float(step))
+
+
+def _numeric(v: Any, kind: str) -> Any:
+    """A numeric string as its number, else `v` unchanged (for the caller to reject).
+
+    PyYAML follows YAML 1.1, where `1e-4` (no dot) is a string, not a float.
+    """
+    if not isinstance(v, str):
+        return v
+    try:
+        x = float(v)
+    except ValueError:
+        return v
+    if not math.isfinite(x):
+        return v
+    return int(x) if kind == "int" and x.is_integer() else x
 
 
 def grid_of(space: dict[str, BaseDistribution], source: str = "search space") -> dict[str, list]:

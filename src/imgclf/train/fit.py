@@ -18,7 +18,7 @@ from .. import __version__, dist
 from ..config import Config, load_config
 from ..data.pipeline import Prepared, prepare
 from ..errors import ImgclfError
-from ..fileio import atomic_write_json, read_json
+from ..fileio import atomic_write_bytes, atomic_write_json, ensure_dir_target, read_json
 from .checkpoint import has_resume, load_resume
 from .monitor import TensorBoard
 from .trainer import Trainer, resolve_device
@@ -26,10 +26,13 @@ from .trainer import Trainer, resolve_device
 log = logging.getLogger("imgclf.train")
 
 RESUME_MAY_CHANGE = ("checkpoint_every",)  # keys that do not change the result
+# Kept across --overwrite, so that evaluating the retrained run's test set warns of test reuse.
+TEST_HISTORY = "test_evaluations.json"
 
 
 def _check_run_dir(run_dir: Path, overwrite: bool) -> bool:
     """Whether RUN holds an earlier run that --overwrite will replace; refuses anything else."""
+    ensure_dir_target(run_dir, "--run")
     if not (run_dir.exists() and any(run_dir.iterdir())):
         return False
     if not overwrite:
@@ -97,10 +100,15 @@ def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None 
     data = prepare(data_dir, ("train", "valid"), cfg.image_size, cfg.channels, cfg.resize, cfg.cache, progress)
     cfg = cfg.model_copy(update={"crop_pad": cfg.resolved_crop_pad()})
     if dist.is_main():
+        test_history = None
         if replace:  # only now that the data has loaded: a bad input must not cost the old run
             log.warning("--overwrite: replacing the run in %s", run_dir)
+            old = run_dir / TEST_HISTORY
+            test_history = old.read_bytes() if old.is_file() else None
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if test_history is not None:  # the test set was seen: retraining doesn't unsee it
+            atomic_write_bytes(run_dir / TEST_HISTORY, test_history)
         handler = _log_to_file(run_dir)
         if not resume:
             atomic_write_json(run_dir / "config.json", cfg.model_dump())
