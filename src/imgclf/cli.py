@@ -18,6 +18,16 @@ _COMMON.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPP
 _COMMON.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not a count of processes; give 1 or more")
+    return n
+
+
 def _add_manifest(sub) -> None:
     p = sub.add_parser("manifest", help="find images, read labels, write train/valid/test CSVs", parents=[_COMMON])
     p.add_argument("src", help="folder of images, or a CSV with path,label columns")
@@ -39,7 +49,7 @@ def _add_cache(sub) -> None:
     p.add_argument("--channels", type=int, default=3, choices=[1, 3], help="3 = RGB, 1 = grey (default 3)")
     p.add_argument("--resize", default="squash", choices=["squash", "center-crop", "pad"], help="default squash")
     p.add_argument("--format", default="packed", choices=["packed", "npz"], help="default packed")
-    p.add_argument("--workers", type=int, help="decoding processes (default: auto)")
+    p.add_argument("--workers", type=_positive_int, help="decoding processes, ≥ 1 (default: auto)")
 
 
 def _add_validate(sub) -> None:
@@ -47,7 +57,7 @@ def _add_validate(sub) -> None:
                        parents=[_COMMON])
     p.add_argument("--data", required=True, help="data directory with the manifests")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON instead of a summary")
-    p.add_argument("--workers", type=int, help="decoding processes (default: auto)")
+    p.add_argument("--workers", type=_positive_int, help="decoding processes, ≥ 1 (default: auto)")
 
 
 def _add_train(sub) -> None:

@@ -236,11 +236,22 @@ def test_npz_cache_of_another_size(data_dir, tmp_path, capsys):
     assert "(16, 16, 3)" in msg and "(32, 32, 3)" in msg and "--size 32" in msg
 
 
-@pytest.mark.parametrize("workers", ["0", "-1"])
-def test_cache_workers_must_be_positive(data_dir, capsys, workers):
-    msg = _error(capsys, ["cache", "--data", str(data_dir), "--workers", workers])
-    assert f"--workers {workers} must be at least 1" in msg
+@pytest.mark.parametrize("command", ["cache", "validate"])
+@pytest.mark.parametrize("workers", ["0", "-1", "two"])
+def test_workers_must_be_a_positive_count(data_dir, capsys, command, workers):
+    with pytest.raises(SystemExit) as e:  # argparse's usage error: exit status 2, no traceback
+        main([command, "--data", str(data_dir), "--workers", workers])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --workers" in err and "Traceback" not in err
     assert not (data_dir / "cache").exists()
+
+
+def test_build_cache_refuses_workers_below_one(data_dir):
+    from imgclf.data.cache import build_cache
+    from imgclf.errors import ImgclfError
+
+    with pytest.raises(ImgclfError, match="--workers 0 must be at least 1"):
+        build_cache(data_dir, 16, workers=0)
 
 
 def test_bad_test_row_fails_before_training_without_cache(data_dir, tmp_path, capsys):
