@@ -20,3 +20,5 @@ def test_init_study_on_signs(tmp_path):
     assert any(t.startswith("zeros:") and "symmetry never broken" in t for t in summary["readings"])
     html = (tmp_path / "study" / "report.html").read_text()
     assert html.count("<h3>Per-layer statistics") == 2 and "features.0" in html and "head.5" in html
+    assert "Per-layer statistics at the end of epoch 1" in html
+    assert rows["zeros"]["act_std_growth"] == 0.0 and 1 / 4 < rows["he_normal"]["act_std_growth"] < 4

@@ -38,6 +38,8 @@ def test_stats_match_hand_computed_values():
     g1 = ((2 * y @ net[2].weight) * (h > 0)).T @ X  # back through the ReLU
     assert rec["0"]["grad_norm"] == pytest.approx(g1.norm().item())
     assert rec["0"]["weight_std"] == pytest.approx(net[0].weight.std().item())
+    assert rec["0"]["in_std"] == pytest.approx(X.std().item())  # what each layer received
+    assert rec["2"]["in_std"] == pytest.approx(torch.relu(h).std().item())
 
 
 def test_records_only_when_armed_and_training():

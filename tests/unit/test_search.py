@@ -1,5 +1,6 @@
 """`imgclf search`: the space file, a small search, resume after SIGKILL, two worker processes."""
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -171,17 +172,21 @@ def test_two_workers_share_one_sqlite_study(data_dir, tmp_path):
     assert main(["-q", "search", "--data", str(data_dir), "--space", str(_space_file(tmp_path)), "--trials",
                  str(n_trials), "--out", str(out), "--jobs", str(jobs), *SETS]) == 0
     trials = _trials(out)
-    finished = [t.number for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(finished) == len(set(finished))
-    assert n_trials <= len(finished) <= n_trials + jobs - 1  # each worker may finish one trial past the target
-    assert all(t.state.name != "RUNNING" for t in trials)
-    for n in finished:
-        assert (out / f"trial-{n:04d}" / "best.json").is_file()
-    assert sorted(p.name for p in out.glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials]
+    ran = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(ran) == len(trials)  # none lost: every trial that started, finished
+    # the target, or up to jobs - 1 more when workers asked for their next trial at the same moment
+    assert n_trials <= len(ran) <= n_trials + jobs - 1
+    pids = {t.user_attrs["pid"] for t in ran}
+    assert len(pids) == jobs and os.getpid() not in pids  # run by two worker processes, not this one
+    # no duplicated work: one run directory per trial, trained once, with that trial's parameters
+    assert sorted(p.name for p in out.glob("trial-*")) == sorted(t.user_attrs["run_dir"] for t in ran)
+    for t in ran:
+        run = out / t.user_attrs["run_dir"]
+        assert run.name == f"trial-{t.number:04d}" and (run / "best.json").is_file()
+        assert json.loads((run / "config.json").read_text())["learning_rate"] == t.params["learning_rate"]
+        assert (run / "train.log").read_text().count("training cnn on") == 1
     with sqlite3.connect(out / "study.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        numbers = [n for (n,) in db.execute("SELECT number FROM trials")]
-    assert sorted(numbers) == list(range(len(trials)))
 
 
 def test_grid_search_covers_the_grid_once(data_dir, tmp_path, capsys):
@@ -194,3 +199,19 @@ def test_grid_search_covers_the_grid_once(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--trials", "2", "--out", str(tmp_path / "bad"), "--space", str(_space_file(tmp_path))]) == 2
     assert "learning_rate: a float range has no grid; give it a step" in capsys.readouterr().err
+
+
+def test_space_bounds_written_without_a_dot(data_dir, tmp_path, capsys):
+    # YAML 1.1 (PyYAML) reads 1e-4 as the string '1e-4'; a numeric string is taken as its number.
+    space = load_space(_space_file(tmp_path, "learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}\n"
+                                             "num_channels: {type: int, low: '8', high: 3.2e1, step: '8'}\n"
+                                             "dropout_rate: {type: float, low: 0, high: 5e-1, step: 1e-1}\n"))
+    assert space["learning_rate"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert space["num_channels"] == IntDistribution(8, 32, step=8)
+    assert space["dropout_rate"] == FloatDistribution(0.0, 0.5, step=0.1)
+    path = _space_file(tmp_path, "learning_rate: {type: float, low: 1e-x, high: 1e-2}\n")
+    code = main(["search", "--data", str(data_dir), "--space", str(path), "--trials", "1",
+                 "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{path}: learning_rate: missing or non-float low ('1e-x'); give low and high" in err

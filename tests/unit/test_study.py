@@ -1,5 +1,6 @@
-"""Studies: variant parsing, identical data across variants, readings backed by numbers."""
+"""Studies: variant parsing, identical data across variants, readings backed by numbers, reuse."""
 import json
+import logging
 import re
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from imgclf.errors import ImgclfError
-from imgclf.studies.interpret import identical_unit_layers, init_readings, regularization_readings
+from imgclf.studies.interpret import (GROWTH, growth_per_layer, growth_reading, identical_unit_layers, init_readings,
+                                      regularization_readings)
 from imgclf.studies.study import parse_init_schemes, parse_reg_variants, run_study
 from conftest import TINY
 
@@ -57,9 +59,51 @@ def test_variants_see_identical_data_and_augmentation(data_dir, tmp_path, monkey
     assert {r["variant"] for r in summary["rows"]} == {"xavier_uniform", "he_normal"}
     assert (tmp_path / "s" / "report.html").exists() and (tmp_path / "s" / "compare.md").exists()
     stats = summary["layer_stats"]["he_normal"]
-    assert stats["0"] and stats["1"] and set(stats["0"]) == set(stats["1"])  # step 0 and after epoch 1
+    assert stats["0"] and stats["1"] and set(stats["0"]) == set(stats["1"])  # step 0 and the end of epoch 1
     html = (tmp_path / "s" / "report.html").read_text()
-    assert "Per-layer statistics at step 0" in html and "after epoch 1" in html
+    assert "Per-layer statistics at step 0" in html and "at the end of epoch 1" in html
+
+
+TINY1 = {k: v for k, v in TINY.items() if k != "num_epochs"}
+
+
+def test_one_epoch_study_has_both_layer_tables(data_dir, tmp_path):
+    summary = run_study("init", data_dir, parse_init_schemes("zeros,xavier_uniform"), tmp_path / "s", epochs=1,
+                        overrides=TINY1)
+    saved = json.loads((tmp_path / "s" / "summary.json").read_text())
+    n_batches = -(-len((data_dir / "train.csv").read_text().splitlines()[1:]) // TINY["batch_size"])
+    assert saved["layer_stats_steps"] == {"0": 0, "1": n_batches - 1}  # epoch 1's last batch
+    for name in ("zeros", "xavier_uniform"):
+        stats = saved["layer_stats"][name]
+        assert stats["0"] and stats["1"] and stats["0"] != stats["1"]
+    html = (tmp_path / "s" / "report.html").read_text()
+    assert html.count("<h3>Per-layer statistics") == 2
+    assert f"at the end of epoch 1 (its last batch, step {n_batches - 1})" in html
+    md = (tmp_path / "s" / "summary.md").read_text()
+    assert "## Per-layer statistics at step 0" in md and "## Per-layer statistics at the end of epoch 1" in md
+    assert summary["rows"][0]["act_std_growth"] == 0.0  # zeros: the first layer outputs a constant
+
+
+def _config(run):
+    return json.loads((run / "config.json").read_text())
+
+
+def test_rerun_reuses_only_identical_finished_runs(data_dir, tmp_path, caplog):
+    out, schemes = tmp_path / "s", parse_init_schemes("xavier_uniform")
+    run_study("init", data_dir, schemes, out, epochs=1, overrides=TINY1)
+    first = (out / "xavier_uniform" / "metrics.csv").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="imgclf"):
+        run_study("init", data_dir, schemes, out, epochs=1, overrides=TINY1)
+    assert "reusing it" in caplog.text and (out / "xavier_uniform" / "metrics.csv").stat().st_mtime_ns == first
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imgclf"):
+        summary = run_study("init", data_dir, schemes, out, epochs=1, overrides={**TINY1, "learning_rate": 0.05})
+    assert "learning_rate=0.001" in caplog.text and "learning_rate=0.05" in caplog.text
+    assert "training xavier_uniform again" in caplog.text
+    assert _config(out / "xavier_uniform")["learning_rate"] == 0.05  # retrained with the new config
+    assert _config(out / "xavier_uniform.replaced-1")["learning_rate"] == 0.001  # the old run is kept, whole
+    assert (out / "xavier_uniform.replaced-1" / "best.safetensors").is_file()
+    assert [r["variant"] for r in summary["rows"]] == ["xavier_uniform"]
 
 
 def _run(rows, stats0=None, weights=None, crossed=None):
@@ -84,6 +128,48 @@ def test_init_readings_quote_their_numbers():
     assert "normal_1.0: epoch-1 training cost 9.00 is 5.0× ln 6" in joined
     assert not any(t.startswith("xavier_uniform:") for t in text)  # nothing odd about the reference
     assert all(re.search(r"\d", t) for t in text)  # every sentence quotes a number
+
+
+def _layers(gains):
+    """Step-0 stats of a chain of layers, each with the given gain (output std / input std)."""
+    out, std = {}, 1.0
+    for k, g in enumerate(gains):
+        out[f"l{k}"] = {"act_mean": 0.0, "act_std": std * g, "in_std": std, "grad_norm": 1.0}
+        std *= g
+    return out
+
+
+@pytest.mark.parametrize("gains, verdict", [([5.0, 40.0, 40.0, 320.0], "exploding"),
+                                            ([0.1, 0.2, 0.05], "vanishing"),
+                                            ([1.0, 0.0], "vanishing"),  # a layer that outputs a constant
+                                            ([0.5, 2.0, 1.5, 0.9], None)])
+def test_growth_reading_from_one_runs_layer_gains(gains, verdict):
+    stats = _layers(gains)
+    growth = growth_per_layer(stats)
+    assert growth == pytest.approx(float(np.prod(gains)) ** (1 / len(gains)))
+    text = growth_reading("s", stats)
+    if verdict is None:
+        assert 1 / GROWTH <= growth <= GROWTH and text is None
+    else:
+        assert f"→ {verdict} activations" in text
+        zero = "l1 turns an input of std 1 into an output of std 0"
+        assert (f"×{growth:.3g} per layer" if growth else zero) in text
+    runs = {"s": _run([{"epoch": 1, "train_loss": 1.0, "valid_acc": 0.5}], stats)}
+    assert any(verdict in t for t in init_readings(runs, 6, None)) == (verdict is not None)  # no reference needed
+
+
+def test_growth_is_per_layer_gain_not_output_ratio():
+    # batch norm between layers: every output std is ~1 however large the weights, but each gain is ×30
+    stats = {f"l{k}": {"act_mean": 0.0, "act_std": 30.0, "in_std": 1.0, "grad_norm": 1.0} for k in range(4)}
+    assert growth_per_layer(stats) == pytest.approx(30.0)
+    assert "grows ×30 per layer" in growth_reading("normal_1.0", stats)
+    assert growth_per_layer({"l0": {"act_std": 0.0, "in_std": 0.0, "grad_norm": 0.0}}) is None
+
+
+def test_first_to_the_threshold_groups_ties():
+    row = [{"epoch": 1, "train_loss": 1.0, "valid_acc": 0.9}]
+    runs = {"a": _run(row, crossed=2), "b": _run(row, crossed=2), "c": _run(row, crossed=3), "d": _run(row)}
+    assert init_readings(runs, 6, None)[-1] == "first to valid accuracy 0.8: a, b (epoch 2); then c (epoch 3); never: d"
 
 
 def test_identical_units_detects_only_identical_layers():

@@ -3,8 +3,15 @@
 Thresholds (named here, printed in the report):
 - chance: final valid accuracy within CHANCE_MARGIN of 1/K.
 - symmetry: every unit of a layer has the same weight vector (max difference ≤ SAME_ATOL).
-- exploding/vanishing: a layer's activation std at step 0 is over EXPLODE× (under 1/EXPLODE×)
-  the reference scheme's (xavier_uniform when in the study).
+- exploding/vanishing, within one run: at step 0 each conv/linear layer multiplies the std of the
+  signal it receives by its gain, output std / input std; the growth per layer is the geometric
+  mean of the gains. Over GROWTH× per layer reads as exploding, under 1/GROWTH× as vanishing. He
+  init, the right scale for ReLU networks, measures about 1.5–2 (√2 from the ReLU, more from the
+  mean that ReLU and max-pooling add to each layer's input), so GROWTH = 4 leaves it a 2× margin.
+  The gain, not std(layer k+1) / std(layer k), because batch norm re-normalises between layers:
+  there the ratio of consecutive outputs stays near 1 however large the weights are.
+- exploding/vanishing against the reference: a layer's activation std at step 0 is over EXPLODE×
+  (under 1/EXPLODE×) the reference scheme's (xavier_uniform when in the study).
 - bias: final train error above HIGH_BIAS; variance: best-epoch train–valid gap above HIGH_VARIANCE.
 """
 from __future__ import annotations
@@ -16,10 +23,12 @@ import numpy as np
 CHANCE_MARGIN = 0.05
 SAME_ATOL = 1e-7
 EXPLODE = 10.0
+GROWTH = 4.0
 HIGH_BIAS = 0.10
 HIGH_VARIANCE = 0.05
 THRESHOLDS = {"chance margin": CHANCE_MARGIN, "identical weights atol": SAME_ATOL,
-              "exploding/vanishing factor": EXPLODE, "high bias: train error >": HIGH_BIAS,
+              "exploding/vanishing growth per layer": GROWTH,
+              "exploding/vanishing factor against the reference": EXPLODE, "high bias: train error >": HIGH_BIAS,
               "high variance: train−valid gap >": HIGH_VARIANCE}
 
 
@@ -34,6 +43,39 @@ def identical_unit_layers(weights: dict[str, np.ndarray]) -> list[tuple[str, int
         if diff <= SAME_ATOL:
             out.append((name.removesuffix(".weight"), w.shape[0], diff))
     return out
+
+
+def layer_gains(s0: dict[str, dict]) -> dict[str, float]:
+    """Each layer's gain at one step: its output std / the std of its input (layers with a finite,
+    non-zero input std only, e.g. none after the first in a network whose signal is all zeros)."""
+    return {ly: v["act_std"] / v["in_std"] for ly, v in s0.items()
+            if math.isfinite(v.get("in_std", math.nan)) and v["in_std"] > 0 and math.isfinite(v["act_std"])}
+
+
+def growth_per_layer(s0: dict[str, dict]) -> float | None:
+    """The geometric mean of the layers' gains (0 when a layer outputs a constant); None without gains."""
+    gains = list(layer_gains(s0).values())
+    if not gains:
+        return None
+    if min(gains) == 0.0:
+        return 0.0
+    return math.exp(sum(math.log(g) for g in gains) / len(gains))
+
+
+def growth_reading(name: str, s0: dict[str, dict]) -> str | None:
+    """An exploding/vanishing sentence from the growth of the activation std per layer at step 0."""
+    gains, growth = layer_gains(s0), growth_per_layer(s0)
+    if growth is None or 1 / GROWTH <= growth <= GROWTH:
+        return None
+    exploding = growth > GROWTH
+    ly = (max if exploding else min)(gains, key=gains.get)
+    if growth == 0.0:
+        return (f"{name}: at step 0 layer {ly} turns an input of std {s0[ly]['in_std']:.3g} into an output of std 0 "
+                "(gain ×0) → vanishing activations: no signal reaches the layers after it")
+    return (f"{name}: at step 0 the activation std {'grows' if exploding else 'shrinks'} ×{growth:.3g} per layer "
+            f"(geometric mean of {len(gains)} layer gains, output std / input std; "
+            f"{'largest' if exploding else 'smallest'} ×{gains[ly]:.3g} in {ly}) "
+            f"→ {'exploding' if exploding else 'vanishing'} activations")
 
 
 def init_readings(runs: dict[str, dict], n_classes: int, reference: str | None, threshold: float = 0.8) -> list[str]:
@@ -60,15 +102,19 @@ def init_readings(runs: dict[str, dict], n_classes: int, reference: str | None, 
         if first["train_loss"] > 2 * ln_k:
             out.append(f"{name}: epoch-1 training cost {first['train_loss']:.2f} is {first['train_loss'] / ln_k:.1f}× "
                        f"ln {n_classes} → a very poor start (weights too large)")
+        growth = growth_reading(name, s0)
+        if growth:
+            out.append(growth)
         if name != reference and ref0 and s0:
             out.extend(_explode(name, s0, ref0, reference))
     crossed = {n: r["crossed"] for n, r in runs.items() if r["crossed"]}
     if crossed:
-        best = min(crossed, key=crossed.get)
-        rest = [f"{n} (epoch {e})" for n, e in sorted(crossed.items(), key=lambda t: t[1]) if n != best]
+        epochs = sorted(set(crossed.values()))  # schemes that cross in the same epoch are tied
+        groups = [f"{', '.join(n for n in crossed if crossed[n] == e)} (epoch {e})" for e in epochs]
         never = [n for n in runs if n not in crossed]
-        out.append(f"first to valid accuracy {threshold:g}: {best} (epoch {crossed[best]})"
-                   + (f"; then {', '.join(rest)}" if rest else "") + (f"; never: {', '.join(never)}" if never else ""))
+        out.append(f"first to valid accuracy {threshold:g}: {groups[0]}"
+                   + (f"; then {'; '.join(groups[1:])}" if groups[1:] else "")
+                   + (f"; never: {', '.join(never)}" if never else ""))
     return out
 
 

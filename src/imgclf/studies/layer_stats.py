@@ -1,4 +1,5 @@
-"""Per-layer statistics of a training step: activation mean/std of each conv/linear output and the
+"""Per-layer statistics of a training step: activation mean/std of each conv/linear output, the std
+of the input it received (so a layer's gain, output std / input std, can be read), and the
 gradient norm of each layer's weights.
 
 Hooks are registered only when tracking is on (`track_stats` > 0), so a normal run pays nothing.
@@ -16,7 +17,7 @@ class LayerStats:
         self.every = every
         self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         self.active = self.wants(0)
-        self._acts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._acts: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # (mean, std, input std)
         self.handles = [m.register_forward_hook(self._hook(n)) for n, m in self.layers]
         self.records: list[dict] = []
 
@@ -27,16 +28,17 @@ class LayerStats:
         def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
             if self.active and module.training:
                 out = output.detach().float()
-                self._acts[name] = (out.mean(), out.std())
+                self._acts[name] = (out.mean(), out.std(), inputs[0].detach().float().std())
         return hook
 
     def collect(self, step: int, epoch: int) -> dict:
         """Read this step's activations and the weights' gradients (one device sync)."""
         layers = {}
+        nan = torch.tensor(float("nan"))
         for name, m in self.layers:
-            mean, std = self._acts.get(name, (torch.tensor(float("nan")), torch.tensor(float("nan"))))
+            mean, std, in_std = self._acts.get(name, (nan, nan, nan))
             grad = m.weight.grad
-            layers[name] = {"act_mean": float(mean), "act_std": float(std),
+            layers[name] = {"act_mean": float(mean), "act_std": float(std), "in_std": float(in_std),
                             "grad_norm": float(grad.norm()) if grad is not None else float("nan"),
                             "weight_std": float(m.weight.detach().float().std())}
         self._acts.clear()

@@ -41,6 +41,7 @@ SAMPLERS = ("tpe", "random", "grid")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials counts
 HEARTBEAT_S, GRACE_S = 10, 60  # a running trial's worker writes a heartbeat every 10 s; 60 s without → dead
 SQLITE_TIMEOUT_S = 60  # how long a writer waits for SQLite's lock before failing (several workers)
+CLAIMED = (*FINISHED, TrialState.RUNNING)  # trials that count towards --trials, done or being done
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +137,9 @@ def _worker(job: _Job, index: int, spawned: bool) -> None:
     study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage, job.sampler != "grid"),
                               sampler=_sampler(job.sampler, job.space, job.seed + index),
                               pruner=optuna.pruners.MedianPruner())
-    stop = optuna.study.MaxTrialsCallback(job.n_trials, states=FINISHED)
+    # Stop once the finished trials and those other workers are running reach the target, so no worker
+    # starts a trial the others already cover (a trial that then fails leaves its worker going on).
+    stop = optuna.study.MaxTrialsCallback(job.n_trials, states=CLAIMED)
     # A diverged trial (NaN loss at those hyperparameters) is a failed trial, not a failed search.
     study.optimize(lambda trial: _objective(trial, job), n_trials=job.n_to_run, callbacks=[stop],
                    gc_after_trial=False, catch=(TrainingDiverged,))
@@ -203,10 +206,11 @@ def search(data_dir: str | Path, space: str | Path | dict, n_trials: int, out: s
            overrides: dict[str, Any] | None = None, seed: int = 230, progress: bool = False) -> dict:
     """Run (or continue) a search until the study has N_TRIALS finished (complete or pruned) trials.
 
-    Each trial is the run OUT/trial-NNNN. JOBS worker processes share the study; each may finish
-    one trial past the target, so a parallel search ends with N_TRIALS to N_TRIALS + JOBS - 1.
-    Ends by writing OUT/compare.md and OUT/compare_valid.png. Returns the counts, the best trial
-    (number, value, run_dir, config) and the compare files.
+    Each trial is the run OUT/trial-NNNN. JOBS worker processes share the study; a worker starts
+    another trial only while fewer than N_TRIALS are finished or running, so a parallel search ends
+    with N_TRIALS finished trials, or up to JOBS - 1 more when workers ask for their next trial at
+    the same moment. Ends by writing OUT/compare.md and OUT/compare_valid.png. Returns the counts, the best trial (number, value, run_dir, config) and
+    the compare files.
     """
     if sampler not in SAMPLERS:
         raise ImgclfError(f"--sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
