@@ -127,3 +127,13 @@ def test_fused_jitter_matches_the_unfused_formula(channels_last):
     ref = k.view(-1, 1, 1, 1) * (y - m) + m + beta.view(-1, 1, 1, 1)
     assert torch.allclose(out, ref, atol=1e-4)
     assert not torch.allclose(out, y, atol=1e-2)
+
+
+def test_prefetch_only_where_a_thread_overlaps_real_work(tmp_path):
+    from imgclf.data.loader import FileSource, prefetch_depth
+
+    memmap = ArraySource(np.zeros((4, 2, 2, 3), np.uint8), np.zeros(4, np.int64))
+    files = FileSource.__new__(FileSource)  # only its type matters here
+    assert prefetch_depth(memmap, torch.device("cpu")) == 0  # a gather is cheap next to a CPU step
+    assert prefetch_depth(files, torch.device("cpu")) == 2  # decoding overlaps the step
+    assert prefetch_depth(memmap, torch.device("cuda")) == 2  # host gathers overlap device compute

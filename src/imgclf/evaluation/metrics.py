@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.loader import BatchLoader, to_device_float
+from ..data.loader import BatchLoader, prefetch_depth, to_device_float
 from ..data.pipeline import Prepared, prepare
 from ..errors import ImgclfError
 from ..fileio import atomic_write_json, read_json
@@ -106,8 +106,9 @@ def split_predictions(run_dir: str | Path, splits: tuple[str, ...] = ("test",), 
         raise ImgclfError(f"{data_dir}: classes {list(data.classes)} differ from the run's {meta['classes']}; "
                           "evaluate on the data the run was trained on, or retrain")
     norm = meta["normalization"]
-    preds = {s: predict_logits(model, BatchLoader(data.sources[s], 256, shuffle=False), norm["mean"], norm["std"],
-                               device) for s in splits}
+    preds = {s: predict_logits(model, BatchLoader(data.sources[s], 256, shuffle=False,
+                                                  prefetch=prefetch_depth(data.sources[s], device)),
+                               norm["mean"], norm["std"], device) for s in splits}
     return preds, meta, data
 
 

@@ -47,7 +47,7 @@ def lr_find(data_dir: str | Path, config: Config | None = None, start_lr: float 
     opt = create_optimizer(model, cfg.optimizer, start_lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
     prec = resolve_precision(cfg.precision, device)
     to_dev = ToDevice(device, torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device))
-    loader = train_loader(data.sources["train"], cfg)
+    loader = train_loader(data.sources["train"], cfg, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     factor = (end_lr / start_lr) ** (1 / max(num_steps - 1, 1))
     lrs, losses, smoothed, avg, best = [], [], [], 0.0, math.inf

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .. import dist
 from ..config import Config
-from ..data.loader import BatchLoader
+from ..data.loader import BatchLoader, prefetch_depth
 from ..data.pipeline import Prepared
 from ..errors import ImgclfError
 from ..fileio import BackgroundWriter, atomic_write_json, atomic_write_text
@@ -75,10 +75,11 @@ def build_model(cfg: Config, n_classes: int) -> nn.Module:
     return init_weights(model, cfg.init, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
 
 
-def train_loader(source, cfg: Config) -> BatchLoader:
+def train_loader(source, cfg: Config, device: torch.device) -> BatchLoader:
     """Shuffled, rank-sharded batches; a last batch of one is dropped (batch norm needs ≥ 2)."""
     return BatchLoader(source, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                       drop_last=len(source) % cfg.batch_size == 1, rank=dist.rank(), world_size=dist.world_size())
+                       drop_last=len(source) % cfg.batch_size == 1, rank=dist.rank(), world_size=dist.world_size(),
+                       prefetch=prefetch_depth(source, device))
 
 
 def _metrics_csv(rows: list[dict]) -> str:
@@ -107,8 +108,10 @@ class Trainer:
                                           cfg.momentum, cfg.nesterov)
         self.to_dev = ToDevice(device, torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device),
                                channels_last)
-        self.train_loader = train_loader(data.sources["train"], cfg)
-        self.valid_loader = BatchLoader(data.sources["valid"], max(cfg.batch_size, 256), shuffle=False)
+        self.train_loader = train_loader(data.sources["train"], cfg, device)
+        valid = data.sources["valid"]
+        self.valid_loader = BatchLoader(valid, max(cfg.batch_size, 256), shuffle=False,
+                                        prefetch=prefetch_depth(valid, device))
         steps_per_epoch = -(-len(self.train_loader) // cfg.accumulate)
         mode = "max" if cfg.monitor == "valid_acc" else "min"
         self.schedule = Schedule(cfg.schedule, steps_per_epoch, steps_per_epoch * cfg.num_epochs,
