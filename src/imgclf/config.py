@@ -111,6 +111,10 @@ class Config(BaseModel):
     def resolved_crop_pad(self) -> int:
         return self.image_size // 16 if self.crop_pad is None else self.crop_pad
 
+    def resolved(self) -> "Config":
+        """This config with its size-dependent defaults filled in, as a run's config.json records it."""
+        return self.model_copy(update={"crop_pad": self.resolved_crop_pad()})
+
 
 def valid_keys() -> list[str]:
     return list(Config.model_fields)

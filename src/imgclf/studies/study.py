@@ -107,7 +107,7 @@ def _differences(run: Path, cfg: Config, data_dir: Path) -> dict[str, tuple]:
         return {}
     recorded = read_json(run / "config.json")
     # what fit writes into config.json, through JSON so that tuples/lists and ints/floats compare alike
-    wanted = json.loads(json.dumps(cfg.model_copy(update={"crop_pad": cfg.resolved_crop_pad()}).model_dump()))
+    wanted = json.loads(json.dumps(cfg.resolved().model_dump()))
     diff = {k: (recorded.get(k), v) for k, v in wanted.items() if k not in RESUME_MAY_CHANGE and recorded.get(k) != v}
     run_data = read_json(run / "run.json").get("data_dir") if (run / "run.json").exists() else None
     if run_data is not None and run_data != str(data_dir.resolve()):

@@ -98,7 +98,7 @@ def fit(data_dir: str | Path | None, run_dir: str | Path, config: Config | None 
         cfg, data_dir, replace = config or Config(), Path(data_dir), _check_run_dir(run_dir, overwrite)
     device = resolve_device(cfg.device)
     data = prepare(data_dir, ("train", "valid"), cfg.image_size, cfg.channels, cfg.resize, cfg.cache, progress)
-    cfg = cfg.model_copy(update={"crop_pad": cfg.resolved_crop_pad()})
+    cfg = cfg.resolved()
     if dist.is_main():
         test_history = None
         if replace:  # only now that the data has loaded: a bad input must not cost the old run
